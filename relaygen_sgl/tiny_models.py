@@ -1,0 +1,141 @@
+"""Build a pair of tiny Qwen2-style models that share one tokenizer.
+
+Used by the tests and the switch-overhead benchmark: real SGLang servers need
+real HF folders, and no hub is reachable.  The models are randomly initialised
+and then trained for a few seconds on synthetic step-by-step arithmetic traces,
+so that their output looks like reasoning text with discourse cues, sentence
+ends, ``</think>`` and ``\\boxed{}`` answers.  That makes cue switches and
+sentence ends actually happen in tests instead of by luck.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from relaygen_sgl.chat_template import CHATML_TEMPLATE
+
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+# Plain added tokens, as in Qwen3: they survive skip_special_tokens in decoded text.
+THINK_TOKENS = ["<think>", "</think>"]
+BUILD_VERSION = "3"  # bump when the recipe changes so cached folders are rebuilt
+
+CUE_SENTENCES = [
+    "So {a} + {b} = {s}.",
+    "Therefore, the sum is {s}.",
+    "Thus the total is {s}.",
+    "Now, we add {b} to {a}.",
+    "Wait, let me check {a} + {b} again.",
+    "Alternatively, count {b} up from {a}.",
+    "Similarly, {b} + {a} = {s}.",
+    "Let me think about {a} and {b}.",
+    "We know that {a} is less than {s}.",
+    "The value 3.5 is not an integer, e.g. it has a fraction.",
+]
+
+
+@dataclass(frozen=True)
+class TinyPair:
+    large: Path
+    small: Path
+
+
+def synthetic_trace(rng: random.Random) -> tuple[str, str]:
+    """One (question, assistant reply with <think> reasoning) pair."""
+    a, b = rng.randint(1, 49), rng.randint(1, 49)
+    s = a + b
+    steps = rng.sample(CUE_SENTENCES, k=rng.randint(3, 6))
+    reasoning = " ".join(x.format(a=a, b=b, s=s) for x in steps)
+    question = f"What is {a} + {b}?"
+    reply = f"<think>\n{reasoning}\n</think>\n\nThe answer is \\boxed{{{s}}}."
+    return question, reply
+
+
+def _chatml(question: str, reply: str) -> str:
+    return f"<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n{reply}<|im_end|>\n"
+
+
+def _train_tokenizer(texts: list[str], vocab_size: int):  # -> PreTrainedTokenizerFast
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator(texts, trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        bos_token=None,
+        unk_token=None,
+    )
+    fast.add_tokens(THINK_TOKENS)
+    fast.chat_template = CHATML_TEMPLATE
+    return fast
+
+
+def _train_model(tokenizer, texts: list[str], hidden: int, layers: int, seed: int, steps: int):
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(seed)
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=hidden * 2,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        tie_word_embeddings=False,
+        bos_token_id=None,
+        eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
+        pad_token_id=tokenizer.pad_token_id,
+        torch_dtype="float32",
+    )
+    model = Qwen2ForCausalLM(config)
+    enc = tokenizer(texts, padding=True, truncation=True, max_length=160, return_tensors="pt")
+    ids, mask = enc["input_ids"], enc["attention_mask"]
+    labels = ids.masked_fill(mask == 0, -100)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    gen = torch.Generator().manual_seed(seed)
+    model.train()
+    for _ in range(steps):
+        idx = torch.randint(0, ids.shape[0], (16,), generator=gen)
+        loss = model(input_ids=ids[idx], attention_mask=mask[idx], labels=labels[idx]).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    model.generation_config.eos_token_id = config.eos_token_id
+    return model
+
+
+def build_tiny_pair(
+    out_dir: str | Path, steps_large: int = 300, steps_small: int = 150
+) -> TinyPair:
+    """Build (or reuse) ``out_dir/large`` and ``out_dir/small`` HF folders."""
+    out = Path(out_dir)
+    stamp = out / "relaygen-tiny.json"
+    pair = TinyPair(large=out / "large", small=out / "small")
+    if stamp.exists() and json.loads(stamp.read_text()).get("version") == BUILD_VERSION:
+        return pair
+    rng = random.Random(1234)
+    texts = [_chatml(*synthetic_trace(rng)) for _ in range(400)]
+    tokenizer = _train_tokenizer(texts, vocab_size=400)
+    specs = ((pair.large, 96, 3, 1, steps_large), (pair.small, 48, 2, 2, steps_small))
+    for path, hidden, layers, seed, steps in specs:
+        model = _train_model(tokenizer, texts, hidden, layers, seed, steps)
+        path.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(path)
+        tokenizer.save_pretrained(path)
+    stamp.write_text(json.dumps({"version": BUILD_VERSION}))
+    return pair
