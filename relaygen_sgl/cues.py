@@ -9,8 +9,13 @@ Two rules fix flaws of the reference implementation:
   decimal (``3.5``) or an abbreviation (``e.g.``, ``i.e.``, ``vs.``, ``Fig.``...).
 
 Patterns are written for Python's ``re`` because SGLang evaluates
-``stop_regex`` with ``re.search`` over the decoded tail of the output; they are
-bounded in length so SGLang's tail window stays short.
+``stop_regex`` with ``re.search`` over the decoded tail of the output.  The cue
+regexes sent to SGLang use no lookarounds: SGLang sizes that tail from the
+pattern's maximum length and treats lookarounds as unbounded, which would
+re-decode the whole output at every step.  They consume the boundary characters
+instead, so a cue at the very first character of a request's output (nothing
+before it to check) does not fire; BPE tokens carry their leading space, so in
+practice only a cue glued to the previous segment is affected.
 """
 
 from __future__ import annotations
@@ -24,8 +29,9 @@ MAX_STOP_REGEX_COUNT = 32
 MAX_STOP_REGEX_BYTES = 256
 
 _WORD = "A-Za-z0-9_"
-_NOT_AFTER_WORD = f"(?<![{_WORD}])"
+_NOT_AFTER_WORD = f"(?<![{_WORD}])"  # Python-side matcher
 _FOLLOWED_BY_NON_WORD = f"(?=[^{_WORD}])"
+_NON_WORD = f"[^{_WORD}]"  # SGLang-side: consumed, so the pattern stays bounded
 
 # A '.' ends a sentence unless it sits in an abbreviation; after a digit it
 # must be followed by whitespace, so "3.5" never ends one and "is 3." does.
@@ -74,7 +80,7 @@ def stop_regexes(cues: Sequence[str], case_sensitive: bool = True) -> list[str]:
     word_end = [_cue_body(c.strip()) for c in cues if re.match(rf"[{_WORD}]", c.strip()[-1])]
     punct_end = [_cue_body(c.strip()) for c in cues if not re.match(rf"[{_WORD}]", c.strip()[-1])]
     out: list[str] = []
-    for bodies, tail in ((word_end, _FOLLOWED_BY_NON_WORD), (punct_end, "")):
+    for bodies, tail in ((word_end, _NON_WORD), (punct_end, "")):
         chunk: list[str] = []
         for body in bodies:
             candidate = _wrap(flag, chunk + [body], tail)
@@ -98,7 +104,7 @@ def stop_regexes(cues: Sequence[str], case_sensitive: bool = True) -> list[str]:
 def _wrap(flag: str, bodies: Iterable[str], tail: str) -> str:
     # Longest first, so "Now," wins over "Now" when both are cues.
     alts = "|".join(sorted(bodies, key=len, reverse=True))
-    return f"{flag}{_NOT_AFTER_WORD}(?:{alts}){tail}"
+    return f"{flag}{_NON_WORD}(?:{alts}){tail}"
 
 
 @dataclass(frozen=True)

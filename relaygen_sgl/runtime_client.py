@@ -37,6 +37,10 @@ class GenerateResult:
     meta_info: dict[str, Any] = field(repr=False, default_factory=dict)
 
 
+_CLIENTS: dict[str, RuntimeClient] = {}
+_CLIENTS_LOCK = threading.Lock()
+
+
 class RuntimeClient:
     """Calls one SGLang server.  Thread-safe: one HTTP session per thread."""
 
@@ -45,17 +49,22 @@ class RuntimeClient:
         self.name = name or self.url
         self.timeout_s = timeout_s
         self._local = threading.local()
+        self._tokenizer = None
+        self._tokenizer_lock = threading.Lock()
 
     @classmethod
     def of(cls, runtime: RuntimeClient | str | Any, name: str | None = None) -> RuntimeClient:
         """Accept a client, a URL, or anything with a ``url`` (an SGLangRuntime)."""
         if isinstance(runtime, RuntimeClient):
             return runtime
-        if isinstance(runtime, str):
-            return cls(runtime, name=name)
-        url = getattr(runtime, "url", None)
+        url = runtime if isinstance(runtime, str) else getattr(runtime, "url", None)
         if isinstance(url, str):
-            return cls(url, name=name or getattr(runtime, "name", None))
+            # One client per URL, so tokenizers and model info are loaded once.
+            key = url.rstrip("/")
+            with _CLIENTS_LOCK:
+                if key not in _CLIENTS:
+                    _CLIENTS[key] = cls(key, name=name or getattr(runtime, "name", None))
+                return _CLIENTS[key]
         raise TypeError(f"expected a RuntimeClient, URL or SGLangRuntime, got {runtime!r}")
 
     @property
@@ -96,12 +105,17 @@ class RuntimeClient:
     def model_info(self) -> dict[str, Any]:
         return self._request("GET", "/get_model_info", timeout=30).json()
 
-    @cached_property
+    @property
     def tokenizer(self):  # -> transformers.PreTrainedTokenizerBase
-        from transformers import AutoTokenizer
+        # Loaded once per client, under a lock: server threads share clients.
+        with self._tokenizer_lock:
+            if self._tokenizer is None:
+                from transformers import AutoTokenizer
 
-        info = self.model_info
-        return AutoTokenizer.from_pretrained(info.get("tokenizer_path") or info["model_path"])
+                info = self.model_info
+                path = info.get("tokenizer_path") or info["model_path"]
+                self._tokenizer = AutoTokenizer.from_pretrained(path)
+            return self._tokenizer
 
     def generate(
         self,

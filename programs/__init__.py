@@ -1,0 +1,1 @@
+"""Example SGLang frontend programs that use RelayGen (``python -m programs.<name> --help``)."""

@@ -1,0 +1,27 @@
+"""Where the default offline model pair lives, and its cue profile's name."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+MODELS_DIR = Path(
+    os.environ.get("RELAYGEN_MODELS_DIR", Path.home() / ".cache" / "relaygen" / "models")
+)
+DEFAULT_PROFILE = "qwen2.5-coder-1.5b__smollm2-135m"
+
+
+@dataclass(frozen=True)
+class ModelPair:
+    large: Path
+    small: Path
+    profile: str
+
+
+def default_pair() -> ModelPair:
+    return ModelPair(
+        large=MODELS_DIR / "qwen2.5-coder-1.5b-instruct",
+        small=MODELS_DIR / "smollm2-135m-instruct",
+        profile=DEFAULT_PROFILE,
+    )

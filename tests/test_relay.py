@@ -1,0 +1,150 @@
+"""The relay loop on two real SGLang servers (tiny models, nothing mocked)."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from relaygen_sgl.profile import CueProfile
+from relaygen_sgl.relay import RelayError, relay_generate
+from relaygen_sgl.runtime_client import RuntimeClient
+from relaygen_sgl.runtimes import SGLangRuntime
+
+TINY_PROFILE = CueProfile.from_dict({
+    "large_model": "tiny-large",
+    "small_model": "tiny-small",
+    "cues": ["So", "Therefore,", "Thus", "Now,", "Wait,", "Alternatively,", "Similarly,"],
+    "min_large_tokens": 5,
+    "max_small_tokens": 24,
+})  # fmt: skip
+QUESTION = [{"role": "user", "content": "What is 12 + 30?"}]
+
+
+def _run(runtimes, seed: int, **kw):
+    kw.setdefault("profile", TINY_PROFILE)
+    return relay_generate(
+        messages=QUESTION, large=runtimes.large, small=runtimes.small,
+        sampling={"temperature": 0.8, "sampling_seed": seed}, max_tokens=kw.pop("max_tokens", 200),
+        **kw,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def relayed(runtimes):
+    """A few seeded relay runs; the trained tiny models emit cues, so switches happen."""
+    return [_run(runtimes, seed) for seed in range(4)]
+
+
+def test_switches_happen_and_text_is_the_segments_in_order(relayed):
+    assert sum(r.stats.switches for r in relayed) >= 1
+    for r in relayed:
+        assert r.text == "".join(s.text for s in r.segments)
+        kinds = [s.kind for s in r.segments]
+        assert kinds.count("answer") <= 1 and (kinds[-1] == "answer" or "answer" not in kinds)
+        for seg in r.segments:
+            if seg.kind == "finish":
+                assert seg.model == "small"
+
+
+def test_cue_switches_respect_min_tokens_and_segment_cap(relayed):
+    for r in relayed:
+        for prev, seg in zip(r.segments, r.segments[1:], strict=False):
+            if seg.kind == "finish":
+                assert prev.model == "large" and prev.cue in TINY_PROFILE.cue_texts
+                assert prev.num_tokens >= TINY_PROFILE.min_large_tokens
+                assert seg.num_tokens <= TINY_PROFILE.max_small_tokens
+
+
+def test_stats_add_up(relayed):
+    for r in relayed:
+        st = r.stats
+        assert st.handoff == "ids"
+        assert st.large_tokens + st.small_tokens == st.output_tokens == len(r.output_ids)
+        assert st.large_tokens == sum(s.num_tokens for s in r.segments if s.model == "large")
+        assert st.small_tokens == sum(s.num_tokens for s in r.segments if s.model == "small")
+        assert st.switches == sum(1 for s in r.segments if s.kind == "finish") or st.switches > 0
+        assert 0.0 <= st.large_utilization <= 1.0
+        assert st.latency_s >= max(st.large_time_s, st.small_time_s)
+        assert sum(st.cue_counts.values()) == st.switches
+
+
+def test_each_runtime_reuses_its_prefix_cache_after_a_switch(relayed):
+    checked = 0
+    for r in relayed:
+        seen: dict[str, int] = {}
+        for call in r.stats.calls:
+            if call.runtime in seen:
+                # All this runtime processed last time (minus the last, uncached token) is a hit.
+                assert call.cached_tokens >= seen[call.runtime] - 1, call
+                checked += 1
+            seen[call.runtime] = call.prompt_tokens + call.kept_tokens
+    assert checked >= 2
+
+
+def test_answer_model_is_honoured(runtimes):
+    for answer_model in ("small", "large"):
+        runs = [_run(runtimes, seed, answer_model=answer_model, max_tokens=400) for seed in (7, 8)]
+        done = [r for r in runs if any(s.kind == "answer" for s in r.segments)]
+        assert done, [(r.stats.finish_reason, r.text[-80:]) for r in runs]
+        for r in done:
+            answers = [s for s in r.segments if s.kind == "answer"]
+            assert [s.model for s in answers] == [answer_model]
+            assert r.reasoning.endswith("</think>") and r.answer
+
+
+def test_baselines_use_one_model(runtimes):
+    large = _run(runtimes, 3, mode="large_only")
+    small = _run(runtimes, 3, mode="small_only")
+    assert large.stats.small_tokens == 0 and large.stats.switches == 0
+    assert small.stats.large_tokens == 0 and small.stats.switches == 0
+    assert {s.model for s in large.segments} == {"large"}
+    assert {s.model for s in small.segments} == {"small"}
+
+
+def test_text_handoff_gives_the_same_shape(runtimes):
+    r = _run(runtimes, 1, handoff="text")
+    assert r.stats.handoff == "text" and r.output_ids is None
+    assert r.text == "".join(s.text for s in r.segments)
+    assert r.stats.output_tokens == sum(s.num_tokens for s in r.segments)
+
+
+def test_bad_arguments_are_clear(runtimes):
+    with pytest.raises(ValueError, match="max_tokens"):
+        _run(runtimes, 0, max_tokens=0)
+    with pytest.raises(ValueError, match="mode must be one of"):
+        _run(runtimes, 0, mode="fastest")
+    with pytest.raises(ValueError, match="answer_model"):
+        _run(runtimes, 0, answer_model="medium")
+    with pytest.raises(ValueError, match="needs a cue profile"):
+        _run(runtimes, 0, profile=None)
+
+
+def _gone(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def test_runtime_dying_mid_request_is_a_clear_error(runtimes, tiny_pair, tmp_path: Path):
+    victim = SGLangRuntime(tiny_pair.small, name="victim", log_dir=tmp_path, max_total_tokens=4096)
+    with victim:
+        pid = victim.pid
+        assert RuntimeClient.of(victim).tokenizer  # load it now so the kill lands mid-generation
+        killer = threading.Timer(1.5, victim.stop)
+        killer.start()
+        t0 = time.monotonic()
+        with pytest.raises(RelayError, match="small runtime failed") as err:
+            relay_generate(
+                messages=QUESTION, large=runtimes.large, small=victim, mode="small_only",
+                sampling={"ignore_eos": True}, max_tokens=1800,
+            )  # fmt: skip
+        killer.join()
+        assert time.monotonic() - t0 < 60
+        assert "not answering" in str(err.value)
+    assert _gone(pid), "stop() must take the whole process group down"
