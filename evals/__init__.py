@@ -1,0 +1,1 @@
+"""Batch evaluation and benchmarks for RelayGen."""
