@@ -86,9 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         "relay_over_large_only": round(relay_s / base_s, 3) if base_s else None,
         "switches": switches,
         "large_utilization": round(sum(r.stats.large_tokens for r, _ in rows) / tokens, 3),
-        "reprefill_tokens_per_switch_call": round(statistics.mean(reprefill), 2)
-        if reprefill
-        else 0,
+        "reprefill_tokens_per_switch_call": round(statistics.mean(reprefill), 2) if reprefill else 0,
         "relay_calls": sum(len(r.stats.calls) for r, _ in rows),
     }
     print("| metric | value |\n|---|---|")

@@ -33,11 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     with relay_backend(args):
         state = solve_math.run(question=args.question)
         print(state["solution"])
-        print(
-            json.dumps(
-                {"answer": state["answer"], "stats": _short(state.get_meta_info("solution"))}
-            )
-        )
+        print(json.dumps({"answer": state["answer"], "stats": _short(state.get_meta_info("solution"))}))
     return 0
 
 

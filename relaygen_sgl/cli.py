@@ -19,9 +19,7 @@ def _add_runtime_args(p: argparse.ArgumentParser) -> None:
         default=DEFAULT_MAX_TOTAL_TOKENS,
         help="KV-cache token cap per runtime (default: %(default)s)",
     )
-    p.add_argument(
-        "--log-dir", default=None, help="where SGLang server logs go (default: a temp dir)"
-    )
+    p.add_argument("--log-dir", default=None, help="where SGLang server logs go (default: a temp dir)")
     p.add_argument(
         "--startup-timeout",
         type=float,
@@ -74,13 +72,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_runtime_args(p)
     p.set_defaults(func=_serve_runtimes)
 
-    for register in _SUBCOMMANDS:
+    for register in _subcommands():
         register(sub)
     return parser
 
 
-# Subcommands defined in other modules register themselves here.
-_SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []
+def _subcommands() -> list[Callable[[argparse._SubParsersAction], None]]:
+    """Subcommands defined beside the code they drive."""
+    from relaygen_sgl.calibration import calibrate
+
+    return [calibrate.add_parser]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

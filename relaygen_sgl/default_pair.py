@@ -6,9 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-MODELS_DIR = Path(
-    os.environ.get("RELAYGEN_MODELS_DIR", Path.home() / ".cache" / "relaygen" / "models")
-)
+MODELS_DIR = Path(os.environ.get("RELAYGEN_MODELS_DIR", Path.home() / ".cache" / "relaygen" / "models"))
 DEFAULT_PROFILE = "qwen2.5-coder-1.5b__smollm2-135m"
 
 

@@ -106,9 +106,7 @@ def _validate(data: Any, source: str) -> CueProfile:
     known = set(CueProfile.__dataclass_fields__)
     unknown = sorted(set(data) - known)
     if unknown:
-        raise _fail(
-            source, unknown[0], f"is not a profile field (known: {', '.join(sorted(known))})"
-        )
+        raise _fail(source, unknown[0], f"is not a profile field (known: {', '.join(sorted(known))})")
     for fld in ("large_model", "small_model"):
         if not isinstance(data.get(fld), str) or not data[fld].strip():
             raise _fail(source, fld, "must be a non-empty string")
@@ -184,9 +182,7 @@ def _validate_cue(raw: Any, source: str, where: str) -> Cue:
     if count is not None and (not isinstance(count, int) or count < 0):
         raise _fail(source, f"{where}.count", "must be a non-negative integer")
     if ci is not None:
-        if not (
-            isinstance(ci, list) and len(ci) == 2 and all(isinstance(x, (int, float)) for x in ci)
-        ):
+        if not (isinstance(ci, list) and len(ci) == 2 and all(isinstance(x, (int, float)) for x in ci)):
             raise _fail(source, f"{where}.ci", "must be [low, high]")
         ci = (float(ci[0]), float(ci[1]))
     return Cue(text=text, delta=None if delta is None else float(delta), count=count, ci=ci)

@@ -133,9 +133,7 @@ def same_tokenizer(a: RuntimeClient, b: RuntimeClient) -> bool:
     key = (a.url, b.url)
     if key not in _SAME_TOKENIZER:
         ta, tb = a.tokenizer, b.tokenizer
-        _SAME_TOKENIZER[key] = a.url == b.url or (
-            len(ta) == len(tb) and ta.get_vocab() == tb.get_vocab()
-        )
+        _SAME_TOKENIZER[key] = a.url == b.url or (len(ta) == len(tb) and ta.get_vocab() == tb.get_vocab())
     return _SAME_TOKENIZER[key]
 
 
@@ -152,9 +150,7 @@ def _prompts(
         raise ValueError("messages must not be empty")
     # Each model gets its own chat template; only the generated text is shared.
     return {
-        r: c.tokenizer.apply_chat_template(
-            list(messages), tokenize=False, add_generation_prompt=True
-        )
+        r: c.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
         for r, c in clients.items()
     }
 
@@ -192,9 +188,7 @@ class _Relay:
         self.switch_rate = switch_rate  # switches per large token, for random_switch
 
     # -- calls -------------------------------------------------------------
-    def _call(
-        self, role: Role, ctx: _Context, kind: str, max_new: int, **sp: Any
-    ) -> GenerateResult:
+    def _call(self, role: Role, ctx: _Context, kind: str, max_new: int, **sp: Any) -> GenerateResult:
         params = {**self.sampling, **sp, "max_new_tokens": max_new, "no_stop_trim": True}
         try:
             res = self.clients[role].generate(**ctx.request(role), sampling_params=params)
@@ -244,9 +238,7 @@ class _Relay:
             stop_regex = self.cue_regexes
             if self.mode == "random_switch" and self.switch_rate:
                 # Control: switch after a geometric number of tokens at the measured rate.
-                budget = min(
-                    budget, max(self.min_large, 1 + int(self.rng.expovariate(self.switch_rate)))
-                )
+                budget = min(budget, max(self.min_large, 1 + int(self.rng.expovariate(self.switch_rate))))
             res = self._call(self.reasoner, ctx, "reasoning", budget, stop=[THINK_END],
                              stop_regex=stop_regex or None)  # fmt: skip
             text, ids = res.text, res.output_ids
@@ -391,9 +383,7 @@ def relay_generate(
         tok = clients["large"].tokenizer
         # Chat templates already carry any BOS; raw prompts get the tokenizer's default.
         add_special = messages is None
-        prompt_ids = {
-            r: tok.encode(t, add_special_tokens=add_special) for r, t in prompt_text.items()
-        }
+        prompt_ids = {r: tok.encode(t, add_special_tokens=add_special) for r, t in prompt_text.items()}
     ctx = _Context(prompt_ids=prompt_ids, prompt_text=prompt_text)
     relay = _Relay(clients, profile, mode, sampling or {}, max_tokens, answer_model, handoff,
                    on_segment, seed, switch_rate)  # fmt: skip

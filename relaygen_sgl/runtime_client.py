@@ -85,13 +85,11 @@ class RuntimeClient:
             ) from e
         if resp.status_code >= 500:
             raise RuntimeUnavailable(
-                f"runtime {self.name!r} at {self.url} failed with HTTP {resp.status_code}: "
-                f"{resp.text[:500]}"
+                f"runtime {self.name!r} at {self.url} failed with HTTP {resp.status_code}: {resp.text[:500]}"
             )
         if resp.status_code >= 400:
             raise RuntimeRequestError(
-                f"runtime {self.name!r} rejected the request with HTTP {resp.status_code}: "
-                f"{resp.text[:500]}"
+                f"runtime {self.name!r} rejected the request with HTTP {resp.status_code}: {resp.text[:500]}"
             )
         return resp
 

@@ -135,8 +135,7 @@ class SGLangRuntime:
             return self
         if not (self.model_path / "config.json").is_file():
             raise FileNotFoundError(
-                f"model path {self.model_path} is not a Hugging Face model folder "
-                "(no config.json there)"
+                f"model path {self.model_path} is not a Hugging Face model folder (no config.json there)"
             )
         if self.port is None:
             self.port = free_port(self.host)
@@ -211,9 +210,7 @@ class SGLangRuntime:
         self.stop()
 
     def __repr__(self) -> str:
-        return (
-            f"SGLangRuntime({self.name!r}, url={self.url if self.port else None}, pid={self.pid})"
-        )
+        return f"SGLangRuntime({self.name!r}, url={self.url if self.port else None}, pid={self.pid})"
 
 
 class RuntimePair:

@@ -119,9 +119,7 @@ def _train_model(tokenizer, texts: list[str], hidden: int, layers: int, seed: in
     return model
 
 
-def build_tiny_pair(
-    out_dir: str | Path, steps_large: int = 300, steps_small: int = 150
-) -> TinyPair:
+def build_tiny_pair(out_dir: str | Path, steps_large: int = 300, steps_small: int = 150) -> TinyPair:
     """Build (or reuse) ``out_dir/large`` and ``out_dir/small`` HF folders."""
     out = Path(out_dir)
     stamp = out / "relaygen-tiny.json"

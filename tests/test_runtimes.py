@@ -41,12 +41,8 @@ def test_shared_prefix_is_served_from_radix_cache(runtimes):
     client = RuntimeClient.of(runtimes.large)
     tok = client.tokenizer
     prefix = tok.encode(PROMPT + "<think>\nWe need to add 12 and 30. So we get 42. " * 3)
-    first = client.generate(
-        input_ids=prefix + tok.encode("Now,"), sampling_params={"max_new_tokens": 1}
-    )
-    second = client.generate(
-        input_ids=prefix + tok.encode("Thus"), sampling_params={"max_new_tokens": 1}
-    )
+    first = client.generate(input_ids=prefix + tok.encode("Now,"), sampling_params={"max_new_tokens": 1})
+    second = client.generate(input_ids=prefix + tok.encode("Thus"), sampling_params={"max_new_tokens": 1})
     assert first.prompt_tokens == len(prefix) + len(tok.encode("Now,"))
     # Everything up to the first differing token comes from the cache.
     assert len(prefix) - 1 <= second.cached_tokens <= second.prompt_tokens

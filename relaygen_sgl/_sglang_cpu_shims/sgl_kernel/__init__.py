@@ -67,9 +67,7 @@ def __getattr__(name: str) -> object:
         raise AttributeError(name)
 
     def _unavailable(*args: object, **kwargs: object) -> None:
-        raise NotImplementedError(
-            f"sgl_kernel.{name} has no pure-torch fallback in relaygen's CPU shim"
-        )
+        raise NotImplementedError(f"sgl_kernel.{name} has no pure-torch fallback in relaygen's CPU shim")
 
     _unavailable.__name__ = name
     return _unavailable

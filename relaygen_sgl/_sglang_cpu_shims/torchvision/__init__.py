@@ -25,8 +25,7 @@ class _Placeholder:
 
     def __call__(self, *args: object, **kwargs: object) -> None:
         raise RuntimeError(
-            f"{self._name} is not available: relaygen's torchvision stand-in only supports "
-            "text models on CPU"
+            f"{self._name} is not available: relaygen's torchvision stand-in only supports text models on CPU"
         )
 
     def __mro_entries__(self, bases: tuple) -> tuple:

@@ -1,0 +1,1 @@
+"""Offline cue calibration: traces -> teacher-forced margins -> cue statistics -> profile."""

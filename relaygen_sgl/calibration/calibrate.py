@@ -1,0 +1,217 @@
+"""``relaygen calibrate``: traces -> margins -> cue statistics -> cue profile + report."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from relaygen_sgl.calibration.io import CANDIDATE_CUES, load_cues, load_problems, read_jsonl
+from relaygen_sgl.calibration.margins import CueStat, ScoredTrace, cue_segments, cue_statistics
+from relaygen_sgl.cues import SENTENCE_END_REGEX, CueMatcher
+from relaygen_sgl.profile import CueProfile
+
+
+@dataclass
+class CalibrationResult:
+    profile: CueProfile
+    stats: list[CueStat]
+    out_dir: Path
+    files: dict[str, Path]
+
+
+def analyze(
+    scored: list[dict[str, Any]],
+    cues: list[str],
+    *,
+    min_count: int,
+    threshold: float,
+    n_boot: int,
+    seed: int,
+) -> tuple[list[ScoredTrace], list[CueStat]]:
+    matcher = CueMatcher(cues)
+    traces = [
+        ScoredTrace(r["margins"], cue_segments(r["reasoning"], r["offsets"], matcher, SENTENCE_END_REGEX))
+        for r in scored
+    ]
+    stats = cue_statistics(traces, cues, min_count=min_count, threshold=threshold,
+                           n_boot=n_boot, seed=seed)  # fmt: skip
+    return traces, stats
+
+
+def calibrate(
+    *,
+    large: Any | None,
+    small: Any,
+    out_dir: str | Path,
+    problems_path: str | Path | None = None,
+    traces_path: str | Path | None = None,
+    large_name: str | None = None,
+    small_name: str | None = None,
+    cues_file: str | Path | None = None,
+    samples: int = 1,
+    seed: int = 0,
+    max_tokens: int = 2048,
+    temperature: float = 0.6,
+    threshold: float = 0.0,
+    min_count: int = 3,
+    n_boot: int = 1000,
+    threads: int = 4,
+    min_large_tokens: int = 5,
+    max_small_tokens: int = 64,
+    show_progress: bool = True,
+) -> CalibrationResult:
+    """Run all three steps; every step resumes from the files already in ``out_dir``."""
+    from tqdm import tqdm
+
+    from relaygen_sgl.calibration.report import markdown_table, plot_deltas, plot_margins, write_csv
+    from relaygen_sgl.calibration.traces import generate_traces, score_traces
+    from relaygen_sgl.runtime_client import RuntimeClient
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    cues = load_cues(cues_file)
+    if traces_path is not None:
+        traces = read_jsonl(Path(traces_path))
+        if not traces:
+            raise ValueError(f"{traces_path}: no traces in the file")
+        missing = [k for k in ("id", "problem", "reasoning") if k not in traces[0]]
+        if missing:
+            raise ValueError(f"{traces_path}: trace records need field '{missing[0]}'")
+    else:
+        if problems_path is None or large is None:
+            raise ValueError("give a calibration set and a large runtime, or saved traces")
+        problems = load_problems(problems_path)
+        large_client = RuntimeClient.of(large, "large")
+        if not large_client.health():
+            raise ConnectionError(f"large runtime at {large_client.url} is not reachable")
+        total = len(problems) * samples
+        with tqdm(total=total, desc="traces", disable=not show_progress) as bar:
+            traces = generate_traces(problems, large_client, out / "traces.jsonl", samples=samples,
+                                     seed=seed, max_tokens=max_tokens, threads=threads,
+                                     sampling={"temperature": temperature}, progress=bar.update)  # fmt: skip
+    small_client = RuntimeClient.of(small, "small")
+    if not small_client.health():
+        raise ConnectionError(f"small runtime at {small_client.url} is not reachable")
+    with tqdm(total=len(traces), desc="scoring", disable=not show_progress) as bar:
+        scored = score_traces(traces, small_client, out / "scores.jsonl", threads=threads,
+                              progress=bar.update)  # fmt: skip
+    scored_traces, stats = analyze(scored, cues, min_count=min_count, threshold=threshold,
+                                   n_boot=n_boot, seed=seed)  # fmt: skip
+    kept = [s for s in stats if s.kept]
+    profile = CueProfile.from_dict({
+        "name": f"{large_name or 'large'}__{small_name or 'small'}",
+        "large_model": large_name or (RuntimeClient.of(large).model_info["model_path"] if large else "large"),
+        "small_model": small_name or small_client.model_info["model_path"],
+        "cues": [{"text": s.cue, "delta": round(s.delta, 5), "count": s.count,
+                  "ci": [round(s.ci_low, 5), round(s.ci_high, 5)]} for s in kept],
+        "min_large_tokens": min_large_tokens,
+        "max_small_tokens": max_small_tokens,
+        "provenance": {
+            "source": "calibrated",
+            "calibration_set": str(problems_path or traces_path),
+            "traces": len(traces), "scored": len(scored), "samples_per_problem": samples,
+            "seed": seed, "temperature": temperature, "max_tokens": max_tokens,
+            "threshold": threshold, "min_count": min_count, "bootstrap": n_boot,
+            "candidate_cues": str(cues_file or CANDIDATE_CUES.name),
+            "date": dt.date.today().isoformat(),
+        },
+    })  # fmt: skip
+    files = {
+        "profile": profile.save(out / "profile.json"),
+        "csv": write_csv(stats, out / "cue_report.csv"),
+        "markdown": out / "cue_report.md",
+        "deltas_png": plot_deltas(stats, out / "cue_deltas.png"),
+    }
+    files["markdown"].write_text(
+        f"# Cue calibration\n\n{len(scored)} traces scored; {len(kept)} of {len(stats)} "
+        f"observed cues kept (delta > {threshold}, count >= {min_count}).\n\n{markdown_table(stats)}"
+    )
+    if scored_traces:
+        # Show the trace with the most cue segments: the plot is about them.
+        best = max(scored_traces, key=lambda t: len(t.segments))
+        files["margins_png"] = plot_margins(best, {s.cue for s in kept}, out / "margins.png")
+    return CalibrationResult(profile, stats, out, files)
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "calibrate",
+        help="learn a cue profile for a model pair from probability margins",
+        description="Generate large-model reasoning traces on a calibration set, score them "
+        "teacher-forced with the small model (top-1 minus top-2 probability per reasoning "
+        "token), and keep the cues whose segments have a higher mean margin than the rest. "
+        "Writes profile.json, cue_report.csv/.md, cue_deltas.png and margins.png to --out. "
+        "Every step resumes from the files already in --out.",
+    )
+    src = p.add_argument_group("input")
+    src.add_argument("--problems", help="calibration set: JSONL with a 'problem' field per line")
+    src.add_argument("--traces", help="saved traces JSONL (id, problem, reasoning) instead of step 1")
+    src.add_argument(
+        "--cues-file",
+        default=None,
+        help=f"candidate cue list, one per line (default: bundled {CANDIDATE_CUES.name})",
+    )
+    rt = p.add_argument_group("runtimes (URL of a running server, or a model folder to start)")
+    rt.add_argument("--large-url", help="URL of the large model's SGLang server")
+    rt.add_argument("--small-url", help="URL of the small model's SGLang server")
+    rt.add_argument("--large-model", help="HF folder of the large model (started for the run)")
+    rt.add_argument("--small-model", help="HF folder of the small model (started for the run)")
+    rt.add_argument("--large-name", help="large model id written into the profile")
+    rt.add_argument("--small-name", help="small model id written into the profile")
+    gen = p.add_argument_group("step 1: traces")
+    gen.add_argument("--samples", type=int, default=1, help="traces per problem (default: %(default)s)")
+    gen.add_argument("--seed", type=int, default=0, help="base seed for sampling and bootstrap")
+    gen.add_argument("--max-tokens", type=int, default=2048, help="reasoning token cap per trace")
+    gen.add_argument("--temperature", type=float, default=0.6)
+    gen.add_argument("--threads", type=int, default=4, help="concurrent requests per step")
+    sel = p.add_argument_group("step 3: cue selection and profile")
+    sel.add_argument("--threshold", type=float, default=0.0, help="keep cues with delta above this")
+    sel.add_argument("--min-count", type=int, default=3, help="keep cues seen at least this often")
+    sel.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the CI")
+    sel.add_argument(
+        "--min-large-tokens",
+        type=int,
+        default=5,
+        help="profile: large tokens per turn before a cue may fire",
+    )
+    sel.add_argument("--max-small-tokens", type=int, default=64, help="profile: cap on a small-model segment")
+    p.add_argument("--out", required=True, help="output folder (also the resume state)")
+    p.set_defaults(func=_run)
+    # fmt: skip
+
+
+def _run(args: argparse.Namespace) -> int:
+    from relaygen_sgl.runtimes import SGLangRuntime
+
+    if not args.problems and not args.traces:
+        print("relaygen calibrate: give --problems or --traces", file=sys.stderr)
+        return 2
+    with ExitStack() as stack:
+        urls: dict[str, str | None] = {}
+        for role in ("large", "small"):
+            url, model = getattr(args, f"{role}_url"), getattr(args, f"{role}_model")
+            if url is None and model is not None:
+                url = stack.enter_context(SGLangRuntime(model, name=role)).url
+            urls[role] = url
+        if urls["small"] is None or (urls["large"] is None and not args.traces):
+            print("relaygen calibrate: give --small-url/--small-model and, without --traces, "
+                  "--large-url/--large-model", file=sys.stderr)  # fmt: skip
+            return 2
+        result = calibrate(
+            large=urls["large"], small=urls["small"], out_dir=args.out,
+            problems_path=args.problems, traces_path=args.traces,
+            large_name=args.large_name or args.large_model, small_name=args.small_name or args.small_model,
+            cues_file=args.cues_file, samples=args.samples, seed=args.seed,
+            max_tokens=args.max_tokens, temperature=args.temperature, threshold=args.threshold,
+            min_count=args.min_count, n_boot=args.bootstrap, threads=args.threads,
+            min_large_tokens=args.min_large_tokens, max_small_tokens=args.max_small_tokens,
+        )  # fmt: skip
+    print(result.files["markdown"].read_text())
+    print(json.dumps({k: str(v) for k, v in result.files.items()}))
+    return 0

@@ -1,0 +1,91 @@
+"""Margin, segmentation and cue statistics on hand-built numbers."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from relaygen_sgl.calibration.margins import (
+    ScoredTrace,
+    cue_segments,
+    cue_statistics,
+    token_margins,
+)
+from relaygen_sgl.cues import CueMatcher
+
+TEXT = "We add. So the sum is 7. Done."
+TOKENS = ["We", " add", ".", " So", " the", " sum", " is", " 7", ".", " Done", "."]
+MARGINS = [0.1, 0.2, 0.3, 0.9, 0.8, 0.7, 0.9, 0.8, 0.9, 0.2, 0.1]
+
+
+def offsets() -> list[tuple[int, int]]:
+    out, pos = [], 0
+    for t in TOKENS:
+        out.append((pos, pos + len(t)))
+        pos += len(t)
+    assert "".join(TOKENS) == TEXT
+    return out
+
+
+def test_token_margins_are_top1_minus_top2_probability():
+    tops = [
+        [[math.log(0.7), 5, None], [math.log(0.2), 9, None]],
+        [[math.log(0.5), 1, None], [math.log(0.5), 2, None]],
+        [[0.0, 3, None]],  # a single candidate: margin is its probability
+    ]
+    assert token_margins(tops) == pytest.approx([0.5, 0.0, 1.0])
+    with pytest.raises(ValueError, match="top_logprobs_num=2"):
+        token_margins([[]])
+
+
+def test_segments_run_from_cue_to_sentence_end():
+    segs = cue_segments(TEXT, offsets(), CueMatcher(["So", "Done"]))
+    assert [(s.cue, s.start_token, s.end_token, s.start_char, s.end_char) for s in segs] == [
+        ("So", 3, 9, 8, 24),
+        ("Done", 9, 11, 25, 30),
+    ]
+
+
+def test_segments_ignore_substrings_and_decimals():
+    text = "I know 3.5 is half. Now, 2.5 is less. Done"
+    toks = list(text)  # one char per token
+    offs = [(i, i + 1) for i in range(len(toks))]
+    segs = cue_segments(text, offs, CueMatcher(["now", "Now,"]))
+    assert [(s.cue, text[s.start_char : s.end_char]) for s in segs] == [("Now,", "Now, 2.5 is less.")]
+
+
+def test_cue_statistics_exact_numbers():
+    trace = ScoredTrace(MARGINS, cue_segments(TEXT, offsets(), CueMatcher(["So", "Done"])))
+    stats = {s.cue: s for s in cue_statistics([trace], ["So", "Done", "Never"], min_count=1, n_boot=50)}
+    assert set(stats) == {"So", "Done"}  # a cue that never occurs has no statistic
+    so, done = stats["So"], stats["Done"]
+    assert so.count == 1
+    assert so.segment_margin == pytest.approx(5.0 / 6)
+    assert so.elsewhere_margin == pytest.approx(0.9 / 5)
+    assert so.delta == pytest.approx(5.0 / 6 - 0.18)
+    assert so.ci_low == pytest.approx(so.delta) and so.ci_high == pytest.approx(so.delta)
+    assert so.kept
+    assert done.segment_margin == pytest.approx(0.15)
+    assert done.elsewhere_margin == pytest.approx(5.6 / 9)
+    assert done.delta == pytest.approx(0.15 - 5.6 / 9) and not done.kept
+
+
+def test_min_count_threshold_and_ranking():
+    trace = ScoredTrace(MARGINS, cue_segments(TEXT, offsets(), CueMatcher(["So", "Done"])))
+    stats = cue_statistics([trace, trace], ["Done", "So"], min_count=3, n_boot=10)
+    assert [s.cue for s in stats] == ["So", "Done"]  # ranked by delta
+    assert stats[0].count == 2 and not stats[0].kept  # seen twice < min_count 3
+    stats = cue_statistics([trace], ["So"], min_count=1, threshold=0.7, n_boot=10)
+    assert not stats[0].kept  # delta 0.653 is below the threshold
+
+
+def test_bootstrap_ci_brackets_delta_with_varied_segments():
+    text = "So a. So b. So c. x y z."
+    toks = list(text)
+    offs = [(i, i + 1) for i in range(len(toks))]
+    margins = [0.9, 0.9, 0.9, 0.9, 0.9, 0.1] + [0.5] * 6 + [0.7] * 6 + [0.1] * (len(toks) - 18)
+    trace = ScoredTrace(margins, cue_segments(text, offs, CueMatcher(["So"])))
+    (st,) = cue_statistics([trace], ["So"], min_count=1, n_boot=400, seed=3)
+    assert st.count == 3
+    assert st.ci_low < st.delta < st.ci_high
