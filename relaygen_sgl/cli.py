@@ -79,9 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _subcommands() -> list[Callable[[argparse._SubParsersAction], None]]:
     """Subcommands defined beside the code they drive."""
+    from relaygen_sgl import server
     from relaygen_sgl.calibration import calibrate
 
-    return [calibrate.add_parser]
+    return [calibrate.add_parser, server.add_parser]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

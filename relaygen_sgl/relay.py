@@ -372,15 +372,18 @@ def relay_generate(
         "small": RuntimeClient.of(small, "small"),
     }
     t0 = time.perf_counter()
+    # Baselines touch one runtime only, so they work while the other one is down.
+    used = {"large_only": ("large",), "small_only": ("small",)}.get(mode, ("large", "small"))
     try:
         if handoff == "auto":
-            handoff = "ids" if same_tokenizer(clients["large"], clients["small"]) else "text"
-        prompt_text = _prompts(prompt, messages, clients)
+            one = len(used) == 1
+            handoff = "ids" if one or same_tokenizer(clients["large"], clients["small"]) else "text"
+        prompt_text = _prompts(prompt, messages, {r: clients[r] for r in used})
     except (RuntimeUnavailable, RuntimeRequestError) as e:
         raise RelayError(f"could not prepare the relay: {e}") from e
     prompt_ids = None
     if handoff == "ids":
-        tok = clients["large"].tokenizer
+        tok = clients[used[0]].tokenizer
         # Chat templates already carry any BOS; raw prompts get the tokenizer's default.
         add_special = messages is None
         prompt_ids = {r: tok.encode(t, add_special_tokens=add_special) for r, t in prompt_text.items()}
