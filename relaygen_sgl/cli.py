@@ -79,10 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _subcommands() -> list[Callable[[argparse._SubParsersAction], None]]:
     """Subcommands defined beside the code they drive."""
+    from evals import demo
     from relaygen_sgl import server
     from relaygen_sgl.calibration import calibrate
 
-    return [calibrate.add_parser, server.add_parser]
+    return [calibrate.add_parser, server.add_parser, demo.add_parser]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

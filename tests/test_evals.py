@@ -1,0 +1,75 @@
+"""Eval pipeline on a 3-problem tiny-model run, answer checking, offline datasets."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from evals.datasets import load_dataset
+from evals.grading import extract_answer, is_correct
+from evals.run_eval import run_eval
+from relaygen_sgl.profile import CueProfile
+
+TINY_PROFILE = CueProfile.from_dict({
+    "large_model": "tiny-large", "small_model": "tiny-small",
+    "cues": ["So", "Therefore,", "Thus", "Now,", "Wait,", "Alternatively,", "Similarly,"],
+})  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "output,expected,right",
+    [
+        ("<think>12+30</think>\n\nThe answer is \\boxed{42}.", "42", True),
+        ("The answer is \\boxed{41}.", "42", False),
+        ("So the total is 1,234 dollars.", "1234", True),
+        ("\\boxed{\\frac{1}{2}}", "0.5", True),
+        ("<think>maybe 42</think> I am not sure.", "42", False),  # only the answer part counts
+        ("no number here", "7", False),
+    ],
+)
+def test_answer_checking(output: str, expected: str, right: bool):
+    assert is_correct(output, expected) is right
+
+
+def test_extract_answer():
+    assert extract_answer("so \\boxed{70}") == "70"
+    assert extract_answer("nothing") is None
+
+
+def test_offline_datasets_load():
+    gsm = load_dataset("gsm8k")
+    assert len(gsm) == 100 and all(p.answer for p in gsm)
+    assert gsm[0].problem.endswith("?") and gsm[0].answer == "10"
+    aime = load_dataset("aime25", limit=5)
+    assert len(aime) == 5 and aime[0].answer == "70"
+    with pytest.raises(ValueError, match="unknown dataset"):
+        load_dataset("mmlu")
+
+
+def test_eval_pipeline_on_three_problems(runtimes, tmp_path: Path):
+    data = tmp_path / "sums.jsonl"
+    data.write_text("".join(json.dumps({"problem": f"What is {a} + {b}?", "answer": str(a + b)}) + "\n"
+                            for a, b in ((12, 30), (7, 8), (21, 21))))  # fmt: skip
+    problems = load_dataset(f"jsonl:{data}")
+    out = tmp_path / "run"
+    kw = dict(large=runtimes.large.url, small=runtimes.small.url, profile=TINY_PROFILE, out_dir=out,
+              modes=["large_only", "relay", "random_switch", "small_only"], max_tokens=150,
+              temperature=0.8, seed=1, show_progress=False)  # fmt: skip
+    summary = run_eval(problems, **kw)
+    rows = {r["mode"]: r for r in summary["modes"]}
+    assert set(rows) == {"large_only", "small_only", "relay", "random_switch"}
+    assert rows["large_only"]["speedup_vs_large_only"] == 1.0
+    assert rows["large_only"]["large_utilization"] == 1.0 and rows["small_only"]["large_utilization"] == 0
+    for r in rows.values():
+        assert r["n"] == 3 and 0 <= r["accuracy"] <= 1
+    assert (out / "summary.md").read_text().startswith("| mode |")
+    assert json.loads((out / "summary.json").read_text())["config"]["seed"] == 1
+    assert (out / "accuracy_vs_speedup.png").read_bytes()[:4] == b"\x89PNG"
+    lines = (out / "results.jsonl").read_text().splitlines()
+    assert len(lines) == 12
+    # Resumable: a rerun finds everything done and appends nothing.
+    again = run_eval(problems, **kw)
+    assert (out / "results.jsonl").read_text().splitlines() == lines
+    assert again["modes"] == summary["modes"]
