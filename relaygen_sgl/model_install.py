@@ -68,6 +68,10 @@ def gguf_to_hf(gguf: Path, out_dir: Path) -> Path:
 
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # The weights are already de-quantised; drop the GGUF marker so they save as plain float32.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
     tmp = out_dir.with_name(out_dir.name + ".partial")
     model.save_pretrained(tmp)
     tok.save_pretrained(tmp)
