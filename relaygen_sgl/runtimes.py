@@ -59,12 +59,18 @@ def _tail(path: Path, n: int = 40) -> str:
         return "(no log)"
 
 
+def process_group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def _wait_group_gone(pgid: int, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
+        if not process_group_alive(pgid):
             return True
         time.sleep(0.05)
     return False

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from pathlib import Path
@@ -12,7 +11,7 @@ import pytest
 from relaygen_sgl.profile import CueProfile
 from relaygen_sgl.relay import RelayError, relay_generate
 from relaygen_sgl.runtime_client import RuntimeClient
-from relaygen_sgl.runtimes import SGLangRuntime
+from relaygen_sgl.runtimes import SGLangRuntime, process_group_alive
 
 TINY_PROFILE = CueProfile.from_dict({
     "large_model": "tiny-large",
@@ -123,14 +122,6 @@ def test_bad_arguments_are_clear(runtimes):
         _run(runtimes, 0, profile=None)
 
 
-def _gone(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return True
-    return False
-
-
 def test_runtime_dying_mid_request_is_a_clear_error(runtimes, tiny_pair, tmp_path: Path):
     victim = SGLangRuntime(tiny_pair.small, name="victim", log_dir=tmp_path, max_total_tokens=4096)
     with victim:
@@ -147,4 +138,4 @@ def test_runtime_dying_mid_request_is_a_clear_error(runtimes, tiny_pair, tmp_pat
         killer.join()
         assert time.monotonic() - t0 < 60
         assert "not answering" in str(err.value)
-    assert _gone(pid), "stop() must take the whole process group down"
+    assert not process_group_alive(pid), "stop() must take the whole process group down"

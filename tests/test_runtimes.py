@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -14,17 +13,9 @@ import pytest
 import requests
 
 from relaygen_sgl.runtime_client import RuntimeClient
-from relaygen_sgl.runtimes import RuntimeStartError, SGLangRuntime
+from relaygen_sgl.runtimes import RuntimeStartError, SGLangRuntime, process_group_alive
 
 PROMPT = "<|im_start|>user\nWhat is 12 + 30?<|im_end|>\n<|im_start|>assistant\n"
-
-
-def _gone(pid: int) -> bool:
-    try:
-        os.killpg(pid, 0)
-    except ProcessLookupError:
-        return True
-    return False
 
 
 def test_generation_works_on_both_runtimes(runtimes):
@@ -114,7 +105,7 @@ def test_cli_serve_runtimes_starts_and_stops_both(tiny_pair, tmp_path: Path):
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
         deadline = time.monotonic() + 10
-        while not all(_gone(info[r]["pid"]) for r in ("large", "small")):
+        while any(process_group_alive(info[r]["pid"]) for r in ("large", "small")):
             assert time.monotonic() < deadline, "runtime processes outlived the CLI"
             time.sleep(0.2)
     finally:
