@@ -18,7 +18,9 @@ def add_parser(sub: Any) -> None:
                        description=__doc__)  # fmt: skip
     p.add_argument("--dataset", default="gsm8k", help="gsm8k, aime24, aime25, aime26 or jsonl:PATH")
     p.add_argument("--problems", type=int, default=3, help="how many problems (default: %(default)s)")
-    p.add_argument("--max-tokens", type=int, default=256)
+    p.add_argument(
+        "--max-tokens", type=int, default=160, help="output budget per problem (default: %(default)s)"
+    )
     p.add_argument("--large-url", help="use a running large runtime instead of starting one")
     p.add_argument("--small-url", help="use a running small runtime instead of starting one")
     p.add_argument("--profile", default=None, help="cue profile (default: the pair's bundled one)")

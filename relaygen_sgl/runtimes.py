@@ -9,6 +9,7 @@ at interpreter exit.
 from __future__ import annotations
 
 import atexit
+import ctypes
 import os
 import signal
 import socket
@@ -57,6 +58,15 @@ def _tail(path: Path, n: int = 40) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
     except OSError:
         return "(no log)"
+
+
+def _die_with_parent() -> None:
+    """In the server child: get SIGKILL if the thread that started it dies, even by SIGKILL,
+    so a killed parent leaves no orphan (SGLang's own children follow their leader)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG (Linux)
+    except (OSError, AttributeError):
+        pass
 
 
 def process_group_alive(pgid: int) -> bool:
@@ -154,6 +164,7 @@ class SGLangRuntime:
             stdin=subprocess.DEVNULL,
             env=cpu_server_env(),
             start_new_session=True,  # own process group: stop() kills children too
+            preexec_fn=_die_with_parent,
         )
         log.close()
         _LIVE.add(self)
