@@ -14,6 +14,8 @@ INSTRUCTION = "Please reason step by step, and put your final answer within \\bo
 
 
 def add_parser(sub: Any) -> None:
+    from relaygen_sgl.pair_args import add_pair_args
+
     p = sub.add_parser("demo", help="run RelayGen on the default model pair on a few GSM8K problems",
                        description=__doc__)  # fmt: skip
     p.add_argument("--dataset", default="gsm8k", help="gsm8k, aime24, aime25, aime26 or jsonl:PATH")
@@ -21,9 +23,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--max-tokens", type=int, default=160, help="output budget per problem (default: %(default)s)"
     )
-    p.add_argument("--large-url", help="use a running large runtime instead of starting one")
-    p.add_argument("--small-url", help="use a running small runtime instead of starting one")
-    p.add_argument("--profile", default=None, help="cue profile (default: the pair's bundled one)")
+    add_pair_args(p)
     p.set_defaults(func=run)
 
 
@@ -36,21 +36,18 @@ def run(args: argparse.Namespace) -> int:
     from evals.grading import extract_answer, is_correct
     from relaygen_sgl.default_pair import default_pair
     from relaygen_sgl.model_install import install_default_pair
+    from relaygen_sgl.pair_args import open_pair
     from relaygen_sgl.profile import CueProfile
     from relaygen_sgl.relay import relay_generate
-    from relaygen_sgl.runtimes import RuntimePair
 
-    pair = default_pair()
-    profile = CueProfile.load(args.profile or pair.profile)
+    profile = CueProfile.load(args.profile)
     problems = load_dataset(args.dataset, args.problems)
     with ExitStack() as stack:
-        if args.large_url and args.small_url:
-            large, small = args.large_url, args.small_url
-        else:
-            install_default_pair()
-            print(f"starting SGLang runtimes for {pair.large.name} and {pair.small.name} ...", flush=True)
-            rp = stack.enter_context(RuntimePair(pair.large, pair.small))
-            large, small = rp.large, rp.small
+        if not (args.large_url and args.small_url):
+            if args.large_model == str(default_pair().large):
+                install_default_pair()
+            print(f"starting SGLang runtimes for {args.large_model} and {args.small_model} ...", flush=True)
+        large, small = open_pair(args, stack)
         right = 0
         for p in tqdm(problems, desc="relaygen"):
             r = relay_generate(messages=[{"role": "user", "content": f"{p.problem}\n{INSTRUCTION}"}],

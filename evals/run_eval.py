@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -23,12 +24,30 @@ from tqdm import tqdm
 from evals.datasets import DATASETS, Problem, load_dataset
 from evals.grading import extract_answer, is_correct
 from relaygen_sgl.calibration.io import repair_jsonl
-from relaygen_sgl.default_pair import default_pair
+from relaygen_sgl.pair_args import add_pair_args, open_pair
 from relaygen_sgl.profile import CueProfile
 from relaygen_sgl.relay import MODES, relay_generate
 
 INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
 ORDER = {m: i for i, m in enumerate(("large_only", "small_only", "relay", "random_switch"))}
+
+
+def _evaluate(p: Problem, i: int, *, mode: str, large: Any, small: Any, profile: CueProfile,
+              max_tokens: int, temperature: float, seed: int, switch_rate: float | None,
+              concurrency: int) -> dict[str, Any]:  # fmt: skip
+    """One problem in one mode; problem i always gets seed + i, whatever the mode."""
+    r = relay_generate(
+        messages=[{"role": "user", "content": f"{p.problem}\n{INSTRUCTION}"}],
+        large=large, small=small, profile=profile, mode=mode,  # type: ignore[arg-type]
+        sampling={"temperature": temperature, "sampling_seed": seed + i}, max_tokens=max_tokens,
+        seed=seed + i, switch_rate=switch_rate,
+    )  # fmt: skip
+    st = r.stats
+    return {"mode": mode, "id": p.id, "expected": p.answer, "predicted": extract_answer(r.text),
+            "correct": is_correct(r.text, p.answer), "latency_s": round(st.latency_s, 4),
+            "output_tokens": st.output_tokens, "large_tokens": st.large_tokens,
+            "small_tokens": st.small_tokens, "switches": st.switches, "seed": seed + i,
+            "finish_reason": st.finish_reason, "concurrency": concurrency, "output": r.text}  # fmt: skip
 
 
 def run_eval(
@@ -42,6 +61,7 @@ def run_eval(
     max_tokens: int = 1024,
     temperature: float = 0.0,
     seed: int = 0,
+    concurrency: int = 1,
     show_progress: bool = True,
 ) -> dict[str, Any]:
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -57,27 +77,24 @@ def run_eval(
                     raise ValueError("random_switch needs the relay mode in the same run")
                 large_toks = sum(r["large_tokens"] for r in relay_rows)
                 switch_rate = max(sum(r["switches"] for r in relay_rows), 1) / max(large_toks, 1)
-            todo = [p for p in problems if (mode, p.id) not in done]
-            for i, p in enumerate(tqdm(todo, desc=mode, disable=not show_progress)):
-                sampling = {"temperature": temperature, "sampling_seed": seed + i}
-                r = relay_generate(
-                    messages=[{"role": "user", "content": f"{p.problem}\n{INSTRUCTION}"}],
-                    large=large, small=small, profile=profile, mode=mode,  # type: ignore[arg-type]
-                    sampling=sampling, max_tokens=max_tokens, seed=seed + i, switch_rate=switch_rate,
-                )  # fmt: skip
-                st = r.stats
-                rec = {"mode": mode, "id": p.id, "expected": p.answer, "predicted": extract_answer(r.text),
-                       "correct": is_correct(r.text, p.answer), "latency_s": round(st.latency_s, 4),
-                       "output_tokens": st.output_tokens, "large_tokens": st.large_tokens,
-                       "small_tokens": st.small_tokens, "switches": st.switches, "seed": seed + i,
-                       "finish_reason": st.finish_reason, "output": r.text}  # fmt: skip
-                done[(mode, p.id)] = rec
-                f.write(json.dumps(rec) + "\n")
-                f.flush()
+            todo = [(i, p) for i, p in enumerate(problems) if (mode, p.id) not in done]
+            job = dict(mode=mode, large=large, small=small, profile=profile, max_tokens=max_tokens,
+                       temperature=temperature, seed=seed, switch_rate=switch_rate,
+                       concurrency=concurrency)  # fmt: skip
+            # Every mode runs at the same concurrency, so latencies stay comparable.
+            with ThreadPoolExecutor(max_workers=concurrency) as pool, \
+                    tqdm(total=len(todo), desc=mode, disable=not show_progress) as bar:  # fmt: skip
+                for fut in as_completed([pool.submit(_evaluate, p, i, **job) for i, p in todo]):
+                    rec = fut.result()
+                    done[(mode, rec["id"])] = rec
+                    f.write(json.dumps(rec) + "\n")
+                    f.flush()
+                    bar.update()
     ids = {p.id for p in problems}
     summary = summarize([r for (m, i), r in done.items() if i in ids and m in modes], modes)
     summary["config"] = {"problems": len(problems), "max_tokens": max_tokens, "temperature": temperature,
-                         "seed": seed, "profile": profile.name or profile.large_model,
+                         "seed": seed, "concurrency": concurrency,
+                         "profile": profile.name or profile.large_model,
                          "large_model": profile.large_model, "small_model": profile.small_model}  # fmt: skip
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     (out_dir / "summary.md").write_text(markdown(summary))
@@ -135,33 +152,29 @@ def plot(summary: dict[str, Any], path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    pair = default_pair()
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--dataset", default="gsm8k", help=f"{', '.join(DATASETS)} or jsonl:PATH")
     p.add_argument("--limit", type=int, default=20, help="first N problems (0: all)")
     p.add_argument("--modes", nargs="+", default=["large_only", "relay"], choices=MODES)
-    p.add_argument("--large-url")
-    p.add_argument("--small-url")
-    p.add_argument("--large-model", default=str(pair.large))
-    p.add_argument("--small-model", default=str(pair.small))
-    p.add_argument("--profile", default=pair.profile)
+    add_pair_args(p)
     p.add_argument("--max-tokens", type=int, default=1024)
     p.add_argument("--temperature", type=float, default=0.0)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=1,
+        help="problems in flight at once, the same for every mode (default: %(default)s)",
+    )
     p.add_argument("--out", default="runs/eval")
     args = p.parse_args(argv)
-    from relaygen_sgl.runtimes import RuntimePair
-
     problems = load_dataset(args.dataset, args.limit or None)
     with ExitStack() as stack:
-        if args.large_url and args.small_url:
-            large, small = args.large_url, args.small_url
-        else:
-            rp = stack.enter_context(RuntimePair(args.large_model, args.small_model))
-            large, small = rp.large, rp.small
+        large, small = open_pair(args, stack)
         summary = run_eval(problems, large=large, small=small, profile=CueProfile.load(args.profile),
                            modes=args.modes, out_dir=Path(args.out), max_tokens=args.max_tokens,
-                           temperature=args.temperature, seed=args.seed)  # fmt: skip
+                           temperature=args.temperature, seed=args.seed,
+                           concurrency=args.concurrency)  # fmt: skip
     print(markdown(summary))
     return 0
 

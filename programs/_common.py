@@ -5,58 +5,32 @@ from __future__ import annotations
 import argparse
 import re
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 
 import sglang as sgl
 
 import relaygen_sgl
-from relaygen_sgl.default_pair import default_pair
+from relaygen_sgl.pair_args import add_pair_args, open_pair
 from relaygen_sgl.profile import CueProfile
 
 
 def add_runtime_args(p: argparse.ArgumentParser) -> None:
-    pair = default_pair()
     g = p.add_argument_group("runtimes (URLs of running servers, or model folders to start)")
-    g.add_argument("--large-url", help="URL of a running SGLang server for the large model")
-    g.add_argument("--small-url", help="URL of a running SGLang server for the small model")
+    add_pair_args(g)
     g.add_argument(
-        "--large-model",
-        default=str(pair.large),
-        help="HF folder of the large model, started if no URL (default: %(default)s)",
-    )
-    g.add_argument(
-        "--small-model",
-        default=str(pair.small),
-        help="HF folder of the small model, started if no URL (default: %(default)s)",
-    )
-    g.add_argument(
-        "--profile",
-        default=pair.profile,
-        help="cue profile file or bundled name (default: %(default)s)",
-    )
-    g.add_argument(
-        "--chat-template",
-        default="chatml",
-        help="SGLang frontend chat template name (default: %(default)s)",
+        "--chat-template", default="chatml", help="SGLang frontend chat template name (default: %(default)s)"
     )
     g.add_argument("--max-tokens", type=int, default=1024, help="output token budget")
     g.add_argument("--temperature", type=float, default=0.0)
     g.add_argument("--answer-model", choices=("small", "large"), default="small")
-    g.add_argument("--mode", choices=("relay", "large_only", "small_only"), default="relay")
-    # fmt: skip
+    g.add_argument("--mode", choices=("relay", "large_only", "small_only"), default="relay")  # fmt: skip
 
 
 @contextmanager
 def relay_backend(args: argparse.Namespace) -> Iterator[None]:
     """Point the SGLang frontend at the large runtime and RelayGen at the small one."""
-    from relaygen_sgl.runtimes import RuntimePair
-
-    pair = None
-    if not (args.large_url and args.small_url):
-        pair = RuntimePair(args.large_model, args.small_model).start()
-    try:
-        large = args.large_url or pair.large.url
-        small = args.small_url or pair.small.url
+    with ExitStack() as stack:
+        large, small = open_pair(args, stack)
         sgl.set_default_backend(sgl.RuntimeEndpoint(large, chat_template_name=args.chat_template))
         relaygen_sgl.configure(
             small=small,
@@ -67,9 +41,6 @@ def relay_backend(args: argparse.Namespace) -> Iterator[None]:
             sampling={"temperature": args.temperature},
         )
         yield
-    finally:
-        if pair is not None:
-            pair.stop()
 
 
 def boxed_answer(text: str) -> str | None:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import random
 import re
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
@@ -170,7 +169,6 @@ class _Relay:
         switch_rate: float | None,
     ) -> None:
         self.clients = clients
-        self.profile = profile
         self.mode = mode
         self.sampling = {k: v for k, v in sampling.items() if v is not None}
         self.remaining = max_tokens
@@ -402,10 +400,3 @@ def relay_generate(
         answer=answer.strip() if sep else "",
         output_ids=ctx.output_ids if handoff == "ids" else None,
     )
-
-
-def cue_histogram(results: Sequence[RelayResult]) -> Counter[str]:
-    total: Counter[str] = Counter()
-    for r in results:
-        total.update(r.stats.cue_counts)
-    return total

@@ -201,23 +201,16 @@ class SGLangRuntime:
         if proc is None:
             return
         _LIVE.discard(self)
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        try:
-            proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            pass
-        # The scheduler children may outlive the leader; kill whatever is left.
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        try:
-            proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            pass
+        # SIGTERM first; the scheduler children may outlive the leader, so SIGKILL what is left.
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                pass
+            try:
+                proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                pass
         _wait_group_gone(proc.pid, timeout=grace)
 
     def __enter__(self) -> SGLangRuntime:

@@ -299,24 +299,11 @@ def create_app(config: ServerConfig) -> FastAPI:
 
 
 def add_parser(sub: Any) -> None:
-    from relaygen_sgl.default_pair import default_pair
+    from relaygen_sgl.pair_args import add_pair_args
 
-    pair = default_pair()
     p = sub.add_parser("serve", help="OpenAI-compatible RelayGen endpoint in front of two runtimes",
                        description=__doc__)  # fmt: skip
-    p.add_argument("--large-url", help="URL of a running large-model SGLang server")
-    p.add_argument("--small-url", help="URL of a running small-model SGLang server")
-    p.add_argument(
-        "--large-model",
-        default=str(pair.large),
-        help="HF folder of the large model, started if no URL (default: %(default)s)",
-    )
-    p.add_argument(
-        "--small-model",
-        default=str(pair.small),
-        help="HF folder of the small model, started if no URL (default: %(default)s)",
-    )
-    p.add_argument("--profile", default=pair.profile, help="cue profile file or bundled name")
+    add_pair_args(p)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--answer-model", choices=("small", "large"), default="small")
@@ -326,22 +313,17 @@ def add_parser(sub: Any) -> None:
 
 
 def _serve(args: Any) -> int:
+    from contextlib import ExitStack
+
     import uvicorn
 
-    from relaygen_sgl.runtimes import RuntimePair
+    from relaygen_sgl.pair_args import open_pair
 
     profile = CueProfile.load(args.profile)
-    pair = None
-    if not (args.large_url and args.small_url):
-        pair = RuntimePair(args.large_model, args.small_model).start()
-    try:
-        config = ServerConfig(
-            large_url=args.large_url or pair.large.url, small_url=args.small_url or pair.small.url,
-            profile=profile, answer_model=args.answer_model,
-            default_max_tokens=args.default_max_tokens, max_input_tokens=args.max_input_tokens,
-        )  # fmt: skip
+    with ExitStack() as stack:
+        large, small = open_pair(args, stack)
+        config = ServerConfig(large_url=large, small_url=small, profile=profile,
+                              answer_model=args.answer_model, default_max_tokens=args.default_max_tokens,
+                              max_input_tokens=args.max_input_tokens)  # fmt: skip
         uvicorn.run(create_app(config), host=args.host, port=args.port, log_level="warning")
-    finally:
-        if pair is not None:
-            pair.stop()
     return 0
