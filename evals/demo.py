@@ -28,6 +28,7 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from concurrent.futures import ThreadPoolExecutor, as_completed
     from contextlib import ExitStack
 
     from tqdm import tqdm
@@ -48,20 +49,29 @@ def run(args: argparse.Namespace) -> int:
                 install_default_pair()
             print(f"starting SGLang runtimes for {args.large_model} and {args.small_model} ...", flush=True)
         large, small = open_pair(args, stack)
+
+        def solve(p: Any) -> tuple[Any, Any]:
+            return p, relay_generate(
+                messages=[{"role": "user", "content": f"{p.problem}\n{INSTRUCTION}"}], large=large,
+                small=small, profile=profile, max_tokens=args.max_tokens, sampling={"temperature": 0.0},
+            )  # fmt: skip
+
         right = 0
-        for p in tqdm(problems, desc="relaygen"):
-            r = relay_generate(messages=[{"role": "user", "content": f"{p.problem}\n{INSTRUCTION}"}],
-                               large=large, small=small, profile=profile, max_tokens=args.max_tokens,
-                               sampling={"temperature": 0.0})  # fmt: skip
-            ok = is_correct(r.text, p.answer)
-            right += ok
-            st = r.stats
-            tqdm.write(f"\n[{p.id}] {p.problem}\n--- output ---\n{r.text.strip()}\n--- "
-                       f"answer {extract_answer(r.text)!r} (expected {p.answer}): "
-                       f"{'RIGHT' if ok else 'WRONG'}")  # fmt: skip
-            tqdm.write(json.dumps({"large_tokens": st.large_tokens, "small_tokens": st.small_tokens,
-                                   "large_utilization": round(st.large_utilization, 3),
-                                   "switches": st.switches, "latency_s": round(st.latency_s, 2),
-                                   "cues": st.cue_counts}))  # fmt: skip
+        # All problems in flight at once: CPU decoding is memory-bound, so batching is nearly free.
+        with ThreadPoolExecutor(max_workers=len(problems)) as pool, tqdm(total=len(problems),
+                                                                         desc="relaygen") as bar:  # fmt: skip
+            for fut in as_completed([pool.submit(solve, p) for p in problems]):
+                p, r = fut.result()
+                ok = is_correct(r.text, p.answer)
+                right += ok
+                st = r.stats
+                tqdm.write(f"\n[{p.id}] {p.problem}\n--- output ---\n{r.text.strip()}\n--- "
+                           f"answer {extract_answer(r.text)!r} (expected {p.answer}): "
+                           f"{'RIGHT' if ok else 'WRONG'}")  # fmt: skip
+                tqdm.write(json.dumps({"large_tokens": st.large_tokens, "small_tokens": st.small_tokens,
+                                       "large_utilization": round(st.large_utilization, 3),
+                                       "switches": st.switches, "latency_s": round(st.latency_s, 2),
+                                       "cues": st.cue_counts}))  # fmt: skip
+                bar.update()
     print(f"\n{right}/{len(problems)} right")
     return 0

@@ -43,8 +43,7 @@ def _evaluate(p: Problem, i: int, *, mode: str, large: Any, small: Any, profile:
         seed=seed + i, switch_rate=switch_rate,
     )  # fmt: skip
     st = r.stats
-    return {"mode": mode, "id": p.id, "expected": p.answer, "predicted": extract_answer(r.text),
-            "correct": is_correct(r.text, p.answer), "latency_s": round(st.latency_s, 4),
+    return {"mode": mode, "id": p.id, "expected": p.answer, "latency_s": round(st.latency_s, 4),
             "output_tokens": st.output_tokens, "large_tokens": st.large_tokens,
             "small_tokens": st.small_tokens, "switches": st.switches, "seed": seed + i,
             "finish_reason": st.finish_reason, "concurrency": concurrency, "output": r.text}  # fmt: skip
@@ -86,6 +85,9 @@ def run_eval(
                     tqdm(total=len(todo), desc=mode, disable=not show_progress) as bar:  # fmt: skip
                 for fut in as_completed([pool.submit(_evaluate, p, i, **job) for i, p in todo]):
                     rec = fut.result()
+                    # Graded here, in the main thread: math-verify's timeouts use signal.alarm.
+                    rec["predicted"] = extract_answer(rec["output"])
+                    rec["correct"] = is_correct(rec["output"], rec["expected"])
                     done[(mode, rec["id"])] = rec
                     f.write(json.dumps(rec) + "\n")
                     f.flush()

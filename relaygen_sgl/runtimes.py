@@ -99,6 +99,8 @@ class SGLangRuntime:
         max_total_tokens: int = DEFAULT_MAX_TOTAL_TOKENS,
         startup_timeout: float = 300.0,
         log_dir: str | Path | None = None,
+        dtype: str = "float32",
+        watchdog_timeout_s: float = 3600.0,
         extra_args: Sequence[str] = (),
     ) -> None:
         self.model_path = Path(model_path)
@@ -108,6 +110,11 @@ class SGLangRuntime:
         self.max_total_tokens = max_total_tokens
         self.startup_timeout = startup_timeout
         self.log_dir = Path(log_dir) if log_dir else Path(tempfile.mkdtemp(prefix="relaygen-"))
+        # SGLang's "auto" turns float32 checkpoints into float16, which CPUs without native
+        # half-precision GEMM run orders of magnitude slower; float32 is the fast CPU path.
+        self.dtype = dtype
+        # A CPU forward step over a long batch can legitimately exceed SGLang's 300 s watchdog.
+        self.watchdog_timeout_s = watchdog_timeout_s
         self.extra_args = list(extra_args)
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = self.log_dir / f"sglang-{self.name}.log"
@@ -131,6 +138,8 @@ class SGLangRuntime:
             "--device", "cpu",
             "--max-total-tokens", str(self.max_total_tokens),
             "--sleep-on-idle",
+            "--dtype", self.dtype,
+            "--watchdog-timeout", str(self.watchdog_timeout_s),
             "--skip-server-warmup",
             *self.extra_args,
         ]  # fmt: skip
