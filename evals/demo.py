@@ -21,7 +21,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--dataset", default="gsm8k", help="gsm8k, aime24, aime25, aime26 or jsonl:PATH")
     p.add_argument("--problems", type=int, default=3, help="how many problems (default: %(default)s)")
     p.add_argument(
-        "--max-tokens", type=int, default=160, help="output budget per problem (default: %(default)s)"
+        "--max-tokens", type=int, default=320, help="output budget per problem (default: %(default)s)"
     )
     add_pair_args(p)
     p.set_defaults(func=run)

@@ -99,8 +99,10 @@ class RelayService:
                            param="model", code="model_not_found")  # fmt: skip
         return MODEL_MODES[model]
 
-    def check_input(self, text: str) -> None:
-        n = len(self.large.tokenizer.encode(text))
+    def check_input(self, text: str, mode: str) -> None:
+        # Count with every tokenizer that will prefill this input (the pair's may differ).
+        clients = {"large_only": [self.large], "small_only": [self.small]}.get(mode, [self.large, self.small])
+        n = max(len(c.tokenizer.encode(text)) for c in clients)
         if n > self.config.max_input_tokens:
             limit = self.config.max_input_tokens
             raise APIError(400, f"The input is {n} tokens; this server accepts at most {limit}.",
@@ -181,7 +183,7 @@ def create_app(config: ServerConfig) -> FastAPI:
 
     async def handle(request: Request, chat: bool) -> Any:
         body = await parse(request)
-        service.mode_for(body)
+        mode = service.mode_for(body)
         _positive_int(body, "max_completion_tokens", "max_tokens", default=1)
         _sampling(body)
         if chat:
@@ -195,7 +197,7 @@ def create_app(config: ServerConfig) -> FastAPI:
                 raise APIError(400, "'prompt' must be a non-empty string", param="prompt")
             text_in = prompt
         try:
-            await asyncio.to_thread(service.check_input, text_in)
+            await asyncio.to_thread(service.check_input, text_in, mode)
         except (RuntimeUnavailable, RuntimeRequestError) as e:
             raise APIError(503, f"runtime unavailable: {e}", "service_unavailable") from e
         rid = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}"
