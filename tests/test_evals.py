@@ -27,6 +27,9 @@ TINY_PROFILE = CueProfile.from_dict({
         ("\\boxed{\\frac{1}{2}}", "0.5", True),
         ("<think>maybe 42</think> I am not sure.", "42", False),  # only the answer part counts
         ("no number here", "7", False),
+        ("so \\boxed{2^{n-1}}", "2^(n-1)", True),  # CHAMP writes plain-text expressions
+        ("\\boxed{\\binom{10}{5}}", "252", True),
+        ("\\boxed{2^{n}}", "2^(n-1)", False),
     ],
 )
 def test_answer_checking(output: str, expected: str, right: bool):
@@ -44,6 +47,10 @@ def test_offline_datasets_load():
     assert gsm[0].problem.endswith("?") and gsm[0].answer == "10"
     aime = load_dataset("aime25", limit=5)
     assert len(aime) == 5 and aime[0].answer == "70"
+    champ = {p.id: p for p in load_dataset("champ")}
+    assert len(champ) == 136 and "@@" not in champ["P_Combinatorics_2"].problem
+    assert champ["P_Combinatorics_2"].answer == "252"  # "@@C(10, 5)@@, or equivalently @@252@@"
+    assert "P_Combinatorics_1" in champ and not any("No such" in p.answer for p in champ.values())
     with pytest.raises(ValueError, match="unknown dataset"):
         load_dataset("mmlu")
 
