@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import ExitStack
 from pathlib import Path
@@ -26,9 +27,15 @@ from evals.grading import extract_answer, is_correct
 from relaygen_sgl.calibration.io import repair_jsonl
 from relaygen_sgl.pair_args import add_pair_args, open_pair
 from relaygen_sgl.profile import CueProfile
-from relaygen_sgl.relay import MODES, relay_generate
+from relaygen_sgl.relay import MODES, RelayError, relay_generate
 
 INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
+
+
+class EvalIncomplete(RuntimeError):
+    """Some problems failed; the rest are saved and a rerun retries only the failed ones."""
+
+
 ORDER = {m: i for i, m in enumerate(("large_only", "small_only", "relay", "random_switch"))}
 
 
@@ -67,6 +74,7 @@ def run_eval(
     path = out_dir / "results.jsonl"
     done = {(r["mode"], r["id"]): r for r in repair_jsonl(path)}
     modes = sorted(set(modes), key=ORDER.__getitem__)
+    failed: list[str] = []
     with path.open("a") as f:
         for mode in modes:
             switch_rate = None
@@ -83,8 +91,16 @@ def run_eval(
             # Every mode runs at the same concurrency, so latencies stay comparable.
             with ThreadPoolExecutor(max_workers=concurrency) as pool, \
                     tqdm(total=len(todo), desc=mode, disable=not show_progress) as bar:  # fmt: skip
-                for fut in as_completed([pool.submit(_evaluate, p, i, **job) for i, p in todo]):
-                    rec = fut.result()
+                futures = {pool.submit(_evaluate, p, i, **job): p for i, p in todo}
+                for fut in as_completed(futures):
+                    try:
+                        rec = fut.result()
+                    except RelayError as e:
+                        # Keep going: the others' results are worth keeping; a rerun retries this one.
+                        failed.append(f"{mode}/{futures[fut].id}: {e}")
+                        tqdm.write(f"FAILED {failed[-1]}")
+                        bar.update()
+                        continue
                     # Graded here, in the main thread: math-verify's timeouts use signal.alarm.
                     rec["predicted"] = extract_answer(rec["output"])
                     rec["correct"] = is_correct(rec["output"], rec["expected"])
@@ -92,6 +108,9 @@ def run_eval(
                     f.write(json.dumps(rec) + "\n")
                     f.flush()
                     bar.update()
+    if failed:
+        raise EvalIncomplete(f"{len(failed)} problem(s) failed; the finished ones are saved in {path}, "
+                             f"rerun the same command to retry the rest:\n" + "\n".join(failed))  # fmt: skip
     ids = {p.id for p in problems}
     summary = summarize([r for (m, i), r in done.items() if i in ids and m in modes], modes)
     summary["config"] = {"problems": len(problems), "max_tokens": max_tokens, "temperature": temperature,
@@ -173,10 +192,14 @@ def main(argv: list[str] | None = None) -> int:
     problems = load_dataset(args.dataset, args.limit or None)
     with ExitStack() as stack:
         large, small = open_pair(args, stack)
-        summary = run_eval(problems, large=large, small=small, profile=CueProfile.load(args.profile),
-                           modes=args.modes, out_dir=Path(args.out), max_tokens=args.max_tokens,
-                           temperature=args.temperature, seed=args.seed,
-                           concurrency=args.concurrency)  # fmt: skip
+        try:
+            summary = run_eval(problems, large=large, small=small, profile=CueProfile.load(args.profile),
+                               modes=args.modes, out_dir=Path(args.out), max_tokens=args.max_tokens,
+                               temperature=args.temperature, seed=args.seed,
+                               concurrency=args.concurrency)  # fmt: skip
+        except EvalIncomplete as e:
+            print(f"run_eval: {e}", file=sys.stderr)
+            return 1
     print(markdown(summary))
     return 0
 

@@ -7,6 +7,7 @@ The relay loop needs what the OpenAI routes do not give: ``input_ids`` in and
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -37,6 +38,11 @@ class GenerateResult:
     meta_info: dict[str, Any] = field(repr=False, default_factory=dict)
 
 
+# A whole reasoning turn is one request, and a 1.5B model batched on a CPU can decode under one
+# token/s per stream, so the read timeout is generous; a dead server still fails at once (reset).
+DEFAULT_TIMEOUT_S = float(os.environ.get("RELAYGEN_REQUEST_TIMEOUT_S", 3 * 3600))
+CONNECT_TIMEOUT_S = 10.0
+
 _CLIENTS: dict[str, RuntimeClient] = {}
 _CLIENTS_LOCK = threading.Lock()
 
@@ -44,7 +50,7 @@ _CLIENTS_LOCK = threading.Lock()
 class RuntimeClient:
     """Calls one SGLang server.  Thread-safe: one HTTP session per thread."""
 
-    def __init__(self, url: str, name: str | None = None, timeout_s: float = 600.0) -> None:
+    def __init__(self, url: str, name: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
         self.url = url.rstrip("/")
         self.name = name or self.url
         self.timeout_s = timeout_s
@@ -75,9 +81,10 @@ class RuntimeClient:
         return s
 
     def _request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        timeout = kwargs.pop("timeout", self.timeout_s)
         try:
             resp = self._session.request(
-                method, f"{self.url}{path}", timeout=kwargs.pop("timeout", self.timeout_s), **kwargs
+                method, f"{self.url}{path}", timeout=(min(CONNECT_TIMEOUT_S, timeout), timeout), **kwargs
             )
         except requests.RequestException as e:
             raise RuntimeUnavailable(

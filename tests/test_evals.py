@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
 import pytest
 
 from evals.datasets import load_dataset
 from evals.grading import extract_answer, is_correct
-from evals.run_eval import run_eval
+from evals.run_eval import EvalIncomplete, run_eval
 from relaygen_sgl.profile import CueProfile
 
 TINY_PROFILE = CueProfile.from_dict({
@@ -55,11 +56,15 @@ def test_offline_datasets_load():
         load_dataset("mmlu")
 
 
-def test_eval_pipeline_on_three_problems(runtimes, tmp_path: Path):
+def _sums(tmp_path: Path) -> Path:
     data = tmp_path / "sums.jsonl"
     data.write_text("".join(json.dumps({"problem": f"What is {a} + {b}?", "answer": str(a + b)}) + "\n"
                             for a, b in ((12, 30), (7, 8), (21, 21))))  # fmt: skip
-    problems = load_dataset(f"jsonl:{data}")
+    return data
+
+
+def test_eval_pipeline_on_three_problems(runtimes, tmp_path: Path):
+    problems = load_dataset(f"jsonl:{_sums(tmp_path)}")
     out = tmp_path / "run"
     kw = dict(large=runtimes.large.url, small=runtimes.small.url, profile=TINY_PROFILE, out_dir=out,
               modes=["large_only", "relay", "random_switch", "small_only"], max_tokens=150,
@@ -80,3 +85,22 @@ def test_eval_pipeline_on_three_problems(runtimes, tmp_path: Path):
     again = run_eval(problems, **kw)
     assert (out / "results.jsonl").read_text().splitlines() == lines
     assert again["modes"] == summary["modes"]
+
+
+def test_eval_keeps_going_when_a_runtime_is_down_and_a_rerun_fills_the_gaps(runtimes, tmp_path: Path):
+    with socket.socket() as s:  # a loopback port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    problems = load_dataset("jsonl:" + str(_sums(tmp_path)))
+    kw = dict(small=runtimes.small.url, profile=TINY_PROFILE, out_dir=tmp_path / "run",
+              modes=["small_only", "large_only"], max_tokens=40, show_progress=False)  # fmt: skip
+    with pytest.raises(EvalIncomplete, match=r"(?s)3 problem\(s\) failed.*large_only/sums-1") as err:
+        run_eval(problems, large=dead, **kw)
+    assert "rerun the same command" in str(err.value)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "results.jsonl").read_text().splitlines()]
+    assert sorted(r["mode"] for r in rows) == ["small_only"] * 3  # the finished work is kept
+    summary = run_eval(problems, large=runtimes.large.url, **kw)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "results.jsonl").read_text().splitlines()]
+    assert sorted((r["mode"], r["id"]) for r in rows) == sorted({(r["mode"], r["id"]) for r in rows})
+    assert len(rows) == 6  # no duplicates, nothing lost
+    assert {r["mode"]: r["n"] for r in summary["modes"]} == {"large_only": 3, "small_only": 3}

@@ -67,3 +67,6 @@ def test_bundled_profiles_load():
     for name in names:
         prof = CueProfile.load(name)
         assert prof.cues and prof.provenance.get("source")
+    # The default pair ships the output of `relaygen calibrate`, the 32B pairs the paper's lists.
+    assert CueProfile.load("qwen2.5-coder-1.5b__smollm2-135m").provenance["source"] == "calibrated"
+    assert CueProfile.load("paper-qwen3-32b__qwen3-1.7b").provenance["source"] == "paper"
