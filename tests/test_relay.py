@@ -86,8 +86,15 @@ def test_each_runtime_reuses_its_prefix_cache_after_a_switch(relayed):
 
 def test_answer_model_is_honoured(runtimes):
     for answer_model in ("small", "large"):
-        runs = [_run(runtimes, seed, answer_model=answer_model, max_tokens=400) for seed in (7, 8)]
-        done = [r for r in runs if any(s.kind == "answer" for s in r.segments)]
+        # The tiny model sometimes ends with EOS before </think>, and seeded sampling is not
+        # bit-stable across runs (batching, cache state), so try seeds until two reach the answer.
+        runs, done = [], []
+        for seed in range(7, 31):
+            runs.append(_run(runtimes, seed, answer_model=answer_model, max_tokens=400))
+            if any(s.kind == "answer" for s in runs[-1].segments):
+                done.append(runs[-1])
+            if len(done) == 2:
+                break
         assert done, [(r.stats.finish_reason, r.text[-80:]) for r in runs]
         for r in done:
             answers = [s for s in r.segments if s.kind == "answer"]
