@@ -29,11 +29,18 @@ _CHAMP_NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:/\d+)?")
 _CHAMP_SPAN = re.compile(r"@@(.+?)@@")
 
 
+# The prompt every eval and the demo use; a calibration set should use it too.
+INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
+
+
 @dataclass(frozen=True)
 class Problem:
     id: str
     problem: str
     answer: str
+
+    def messages(self) -> list[dict[str, str]]:
+        return [{"role": "user", "content": f"{self.problem}\n{INSTRUCTION}"}]
 
 
 def _wheel(key: str) -> zipfile.ZipFile:
@@ -74,9 +81,9 @@ def _champ_gold(raw: str) -> str | None:
     if _CHAMP_NUMBER.fullmatch(raw):
         return raw
     spans = _CHAMP_SPAN.findall(raw)
-    if raw == f"@@{spans[0]}@@" if len(spans) == 1 else len(spans) == 2 and "or equivalently" in raw:
-        return spans[-1]
-    return None
+    whole_span = len(spans) == 1 and raw == f"@@{spans[0]}@@"
+    equivalent_pair = len(spans) == 2 and "or equivalently" in raw
+    return spans[-1] if whole_span or equivalent_pair else None
 
 
 def _jsonl(path: Path) -> list[Problem]:

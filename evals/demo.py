@@ -10,8 +10,6 @@ import argparse
 import json
 from typing import Any
 
-INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
-
 
 def add_parser(sub: Any) -> None:
     from relaygen_sgl.pair_args import add_pair_args
@@ -52,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
 
         def solve(p: Any) -> tuple[Any, Any]:
             return p, relay_generate(
-                messages=[{"role": "user", "content": f"{p.problem}\n{INSTRUCTION}"}], large=large,
+                messages=p.messages(), large=large,
                 small=small, profile=profile, max_tokens=args.max_tokens, sampling={"temperature": 0.0},
             )  # fmt: skip
 

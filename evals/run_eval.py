@@ -29,8 +29,6 @@ from relaygen_sgl.pair_args import add_pair_args, open_pair
 from relaygen_sgl.profile import CueProfile
 from relaygen_sgl.relay import MODES, RelayError, relay_generate
 
-INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
-
 
 class EvalIncomplete(RuntimeError):
     """Some problems failed; the rest are saved and a rerun retries only the failed ones."""
@@ -44,7 +42,7 @@ def _evaluate(p: Problem, i: int, *, mode: str, large: Any, small: Any, profile:
               concurrency: int) -> dict[str, Any]:  # fmt: skip
     """One problem in one mode; problem i always gets seed + i, whatever the mode."""
     r = relay_generate(
-        messages=[{"role": "user", "content": f"{p.problem}\n{INSTRUCTION}"}],
+        messages=p.messages(),
         large=large, small=small, profile=profile, mode=mode,  # type: ignore[arg-type]
         sampling={"temperature": temperature, "sampling_seed": seed + i}, max_tokens=max_tokens,
         seed=seed + i, switch_rate=switch_rate,

@@ -41,6 +41,16 @@ from relaygen_sgl.runtime_client import (
 Mode = Literal["relay", "large_only", "small_only", "random_switch"]
 Role = Literal["large", "small"]
 MODES: tuple[str, ...] = ("relay", "large_only", "small_only", "random_switch")
+
+
+_BASELINE_RUNTIMES: dict[str, tuple[Role, ...]] = {"large_only": ("large",), "small_only": ("small",)}
+
+
+def runtimes_used(mode: str) -> tuple[Role, ...]:
+    """The runtimes a mode talks to: baselines touch one only, so they work while the other is down."""
+    return _BASELINE_RUNTIMES.get(mode, ("large", "small"))
+
+
 THINK_END = "</think>"
 _CTX_CHARS = 16  # prior text handed to the sentence-end rule (abbreviation lookbehinds)
 
@@ -370,8 +380,7 @@ def relay_generate(
         "small": RuntimeClient.of(small, "small"),
     }
     t0 = time.perf_counter()
-    # Baselines touch one runtime only, so they work while the other one is down.
-    used = {"large_only": ("large",), "small_only": ("small",)}.get(mode, ("large", "small"))
+    used = runtimes_used(mode)
     try:
         if handoff == "auto":
             one = len(used) == 1

@@ -27,7 +27,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from relaygen_sgl.profile import CueProfile
-from relaygen_sgl.relay import THINK_END, RelayError, RelayResult, Segment, relay_generate
+from relaygen_sgl.relay import THINK_END, RelayError, RelayResult, Segment, relay_generate, runtimes_used
 from relaygen_sgl.runtime_client import RuntimeClient, RuntimeRequestError, RuntimeUnavailable
 
 MODEL_MODES = {"relaygen": "relay", "relaygen-large-only": "large_only", "relaygen-small-only": "small_only"}
@@ -101,8 +101,8 @@ class RelayService:
 
     def check_input(self, text: str, mode: str) -> None:
         # Count with every tokenizer that will prefill this input (the pair's may differ).
-        clients = {"large_only": [self.large], "small_only": [self.small]}.get(mode, [self.large, self.small])
-        n = max(len(c.tokenizer.encode(text)) for c in clients)
+        clients = {"large": self.large, "small": self.small}
+        n = max(len(clients[role].tokenizer.encode(text)) for role in runtimes_used(mode))
         if n > self.config.max_input_tokens:
             limit = self.config.max_input_tokens
             raise APIError(400, f"The input is {n} tokens; this server accepts at most {limit}.",
