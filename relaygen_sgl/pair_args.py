@@ -1,38 +1,99 @@
-"""The command-line options every entry point shares: which two runtimes, which profile."""
+"""The command-line options every entry point shares: which two runtimes, how to start them,
+which profile.  ``serve-runtimes``, ``serve``, ``calibrate``, ``demo``, the evals and the
+benchmarks all take the same flags, parsed here once."""
 
 from __future__ import annotations
 
 import argparse
+import shlex
 from contextlib import ExitStack
 from typing import Any
 
 from relaygen_sgl.default_pair import default_pair
+from relaygen_sgl.launch_options import DEVICES, SPECULATIVE_ALGORITHMS, Speculative
 
 
-def add_pair_args(p: argparse.ArgumentParser | Any) -> None:
+def add_runtime_args(p: argparse.ArgumentParser | Any) -> None:
+    """How runtimes are started: device, dtype, KV size, per-runtime SGLang args, speculation."""
+    g = p.add_argument_group("starting runtimes")
+    g.add_argument("--device", choices=DEVICES, default="auto",
+                   help="auto: CUDA when torch sees a GPU, else CPU (default: %(default)s)")  # fmt: skip
+    g.add_argument("--dtype", default=None,
+                   help="model dtype for both runtimes "
+                        "(default: bfloat16 on CPU, SGLang's auto on CUDA)")  # fmt: skip
+    g.add_argument("--max-total-tokens", type=int, default=None,
+                   help="KV-cache token cap per runtime (default: 16384 on CPU; on CUDA SGLang "
+                        "sizes it from --mem-fraction-static)")  # fmt: skip
+    g.add_argument("--large-sglang-args", default="", metavar="ARGS",
+                   help="extra sglang.launch_server arguments for the large runtime, passed verbatim "
+                        "(e.g. \"--tp 2 --context-length 40960\")")  # fmt: skip
+    g.add_argument("--small-sglang-args", default="", metavar="ARGS",
+                   help="extra sglang.launch_server arguments for the small runtime, passed verbatim "
+                        "(e.g. \"--mem-fraction-static 0.2\")")  # fmt: skip
+    g.add_argument("--speculative", choices=sorted(SPECULATIVE_ALGORITHMS), default=None,
+                   help="speculative decoding on the large runtime: eagle3/eagle (draft head), "
+                        "standalone (any small draft model), ngram (no draft)")  # fmt: skip
+    g.add_argument("--speculative-draft", default=None, metavar="PATH",
+                   help="draft model folder or hub id (e.g. RedHatAI/Qwen3-32B-speculator.eagle3)")
+    g.add_argument("--speculative-num-steps", type=int, default=None)
+    g.add_argument("--speculative-eagle-topk", type=int, default=None)
+    g.add_argument("--speculative-num-draft-tokens", type=int, default=None)
+    g.add_argument("--log-dir", default=None, help="where SGLang server logs go (default: a temp dir)")
+    g.add_argument("--startup-timeout", type=float, default=600.0,
+                   help="seconds to wait for each server to become healthy "
+                        "(default: %(default)s)")  # fmt: skip
+
+
+def add_pair_args(p: argparse.ArgumentParser | Any, *, models_default: bool = True) -> None:
     """--large-url/--small-url for running servers, else --large-model/--small-model to start."""
     pair = default_pair()
     p.add_argument("--large-url", help="URL of a running SGLang server for the large model")
     p.add_argument("--small-url", help="URL of a running SGLang server for the small model")
     p.add_argument(
         "--large-model",
-        default=str(pair.large),
+        default=str(pair.large) if models_default else None,
         help="HF folder of the large model, started if no URL (default: %(default)s)",
     )
     p.add_argument(
         "--small-model",
-        default=str(pair.small),
+        default=str(pair.small) if models_default else None,
         help="HF folder of the small model, started if no URL (default: %(default)s)",
     )
     p.add_argument("--profile", default=pair.profile,
                    help="cue profile file or bundled name (default: %(default)s)")  # fmt: skip
+    add_runtime_args(p)
+
+
+def speculative_from_args(args: argparse.Namespace) -> Speculative | None:
+    if not getattr(args, "speculative", None):
+        return None
+    return Speculative(args.speculative, args.speculative_draft, args.speculative_num_steps,
+                       args.speculative_eagle_topk, args.speculative_num_draft_tokens)  # fmt: skip
+
+
+def runtime_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """Keyword arguments for :class:`~relaygen_sgl.runtimes.RuntimePair` from the shared flags."""
+    return {
+        "device": args.device,
+        "dtype": args.dtype,
+        "max_total_tokens": args.max_total_tokens,
+        "log_dir": args.log_dir,
+        "startup_timeout": args.startup_timeout,
+        "large_args": shlex.split(args.large_sglang_args or ""),
+        "small_args": shlex.split(args.small_sglang_args or ""),
+        "speculative": speculative_from_args(args),
+    }
+
+
+def pair_from_args(args: argparse.Namespace, large: Any = None, small: Any = None) -> Any:
+    from relaygen_sgl.runtimes import RuntimePair
+
+    return RuntimePair(large or args.large_model, small or args.small_model, **runtime_kwargs(args))
 
 
 def open_pair(args: argparse.Namespace, stack: ExitStack) -> tuple[str, str]:
     """URLs of the two runtimes; starts them (stopped when ``stack`` closes) if no URLs were given."""
     if args.large_url and args.small_url:
         return args.large_url, args.small_url
-    from relaygen_sgl.runtimes import RuntimePair
-
-    pair = stack.enter_context(RuntimePair(args.large_model, args.small_model))
+    pair = stack.enter_context(pair_from_args(args))
     return pair.large.url, pair.small.url

@@ -1,9 +1,10 @@
-"""Start, health-check and stop SGLang servers on this machine's CPU.
+"""Start, health-check and stop SGLang servers, on CPU or CUDA.
 
 Each :class:`SGLangRuntime` owns one ``sglang.launch_server`` process group on a
 free loopback port.  It is stopped by PID (the whole process group, so the
 scheduler and detokenizer children go too), on ``stop()``, on context exit and
-at interpreter exit.
+at interpreter exit.  What differs per device (dtype, KV sizing, the CPU
+engine's environment and shims, the watchdog) lives in :mod:`relaygen_sgl.launch_options`.
 """
 
 from __future__ import annotations
@@ -23,9 +24,17 @@ from pathlib import Path
 
 import requests
 
-from relaygen_sgl._sglang_cpu_shims import missing_modules, shim_path
+from relaygen_sgl.launch_options import (
+    CPU_MAX_TOTAL_TOKENS,
+    Speculative,
+    check_device,
+    device_defaults,
+    gpu_ids,
+    resolve_device,
+    server_env,
+)
 
-DEFAULT_MAX_TOTAL_TOKENS = 16384
+DEFAULT_MAX_TOTAL_TOKENS = CPU_MAX_TOTAL_TOKENS
 _LIVE: weakref.WeakSet[SGLangRuntime] = weakref.WeakSet()
 
 
@@ -41,16 +50,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 def cpu_server_env(base: dict[str, str] | None = None) -> dict[str, str]:
     """Environment for an SGLang server on CPU (shims only where needed)."""
-    env = dict(os.environ if base is None else base)
-    env.setdefault("SGLANG_USE_CPU_ENGINE", "1")
-    env.setdefault("OMP_NUM_THREADS", "1")
-    env.setdefault("TOKENIZERS_PARALLELISM", "false")
-    env.setdefault("HF_HUB_OFFLINE", "1")
-    env.setdefault("TRANSFORMERS_OFFLINE", "1")
-    if missing_modules():
-        parts = [shim_path()] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
-        env["PYTHONPATH"] = os.pathsep.join(parts)
-    return env
+    return server_env("cpu", base)
 
 
 def _tail(path: Path, n: int = 40) -> str:
@@ -87,7 +87,13 @@ def _wait_group_gone(pgid: int, timeout: float) -> bool:
 
 
 class SGLangRuntime:
-    """One SGLang server process serving ``model_path`` on CPU."""
+    """One SGLang server process serving ``model_path``.
+
+    ``device``: ``auto`` (CUDA when torch sees one, else CPU), ``cpu`` or ``cuda``.  ``None``
+    for ``dtype``, ``max_total_tokens`` and ``watchdog_timeout_s`` means the device's default
+    (:func:`relaygen_sgl.launch_options.device_defaults`).  ``sglang_args`` go to
+    ``sglang.launch_server`` verbatim, after ours, so they win.
+    """
 
     def __init__(
         self,
@@ -96,26 +102,31 @@ class SGLangRuntime:
         name: str | None = None,
         host: str = "127.0.0.1",
         port: int | None = None,
-        max_total_tokens: int = DEFAULT_MAX_TOTAL_TOKENS,
-        startup_timeout: float = 300.0,
+        device: str = "auto",
+        dtype: str | None = None,
+        max_total_tokens: int | None = None,
+        watchdog_timeout_s: float | None = None,
+        mem_fraction_static: float | None = None,
+        speculative: Speculative | None = None,
+        sglang_args: Sequence[str] = (),
+        startup_timeout: float = 600.0,
         log_dir: str | Path | None = None,
-        dtype: str = "float32",
-        watchdog_timeout_s: float = 3600.0,
-        extra_args: Sequence[str] = (),
     ) -> None:
         self.model_path = Path(model_path)
         self.name = name or self.model_path.name
         self.host = host
         self.port = port
-        self.max_total_tokens = max_total_tokens
+        # "cuda" is checked at launch, so a CUDA command can be built (and tested) anywhere.
+        self.device = resolve_device(device) if device == "auto" else check_device(device, probe=False)
+        defaults = device_defaults(self.device)
+        self.dtype = dtype or defaults.dtype
+        self.max_total_tokens = max_total_tokens or defaults.max_total_tokens
+        self.watchdog_timeout_s = watchdog_timeout_s or defaults.watchdog_timeout_s
+        self.mem_fraction_static = mem_fraction_static
+        self.speculative = speculative
+        self.sglang_args = list(sglang_args)
         self.startup_timeout = startup_timeout
         self.log_dir = Path(log_dir) if log_dir else Path(tempfile.mkdtemp(prefix="relaygen-"))
-        # SGLang's "auto" turns float32 checkpoints into float16, which CPUs without native
-        # half-precision GEMM run orders of magnitude slower; float32 is the fast CPU path.
-        self.dtype = dtype
-        # A CPU forward step over a long batch can legitimately exceed SGLang's 300 s watchdog.
-        self.watchdog_timeout_s = watchdog_timeout_s
-        self.extra_args = list(extra_args)
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = self.log_dir / f"sglang-{self.name}.log"
 
@@ -129,20 +140,33 @@ class SGLangRuntime:
     def pid(self) -> int | None:
         return self.proc.pid if self.proc else None
 
+    @property
+    def gpu_ids(self) -> frozenset[int]:
+        """The GPUs this server will use (empty on CPU)."""
+        return gpu_ids(self.sglang_args) if self.device == "cuda" else frozenset()
+
     def command(self) -> list[str]:
-        return [
+        cmd = [
             sys.executable, "-m", "sglang.launch_server",
             "--model-path", str(self.model_path),
             "--host", self.host,
             "--port", str(self.port),
-            "--device", "cpu",
-            "--max-total-tokens", str(self.max_total_tokens),
-            "--sleep-on-idle",
-            "--dtype", self.dtype,
-            "--watchdog-timeout", str(self.watchdog_timeout_s),
+            "--device", self.device,
             "--skip-server-warmup",
-            *self.extra_args,
         ]  # fmt: skip
+        if self.dtype:
+            cmd += ["--dtype", self.dtype]
+        if self.max_total_tokens:
+            cmd += ["--max-total-tokens", str(self.max_total_tokens)]
+        if self.watchdog_timeout_s:
+            cmd += ["--watchdog-timeout", str(self.watchdog_timeout_s)]
+        if self.device == "cpu":
+            cmd += ["--sleep-on-idle"]  # an idle CPU server would otherwise spin a core
+        if self.mem_fraction_static is not None:
+            cmd += ["--mem-fraction-static", str(self.mem_fraction_static)]
+        if self.speculative is not None:
+            cmd += self.speculative.args()
+        return cmd + self.sglang_args
 
     def start(self) -> SGLangRuntime:
         """Launch the server and block until it answers ``/health``."""
@@ -154,14 +178,21 @@ class SGLangRuntime:
             raise
         return self
 
-    def launch(self) -> SGLangRuntime:
-        """Spawn the server process without waiting for it to be ready."""
-        if self.proc is not None:
-            return self
+    def check(self) -> None:
+        """What can be checked before anything starts: the model folder, the device, the draft."""
+        check_device(self.device)
         if not (self.model_path / "config.json").is_file():
             raise FileNotFoundError(
                 f"model path {self.model_path} is not a Hugging Face model folder (no config.json there)"
             )
+        if self.speculative is not None:
+            self.speculative.check(self.name)
+
+    def launch(self) -> SGLangRuntime:
+        """Spawn the server process without waiting for it to be ready."""
+        if self.proc is not None:
+            return self
+        self.check()
         if self.port is None:
             self.port = free_port(self.host)
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -171,7 +202,7 @@ class SGLangRuntime:
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            env=cpu_server_env(),
+            env=server_env(self.device),
             start_new_session=True,  # own process group: stop() kills children too
             preexec_fn=_die_with_parent,
         )
@@ -186,14 +217,14 @@ class SGLangRuntime:
             code = self.proc.poll()
             if code is not None:
                 raise RuntimeStartError(
-                    f"SGLang server for {self.model_path} exited with code {code} during start; "
-                    f"log {self.log_path} ends with:\n{_tail(self.log_path)}"
+                    f"SGLang server {self.name!r} for {self.model_path} exited with code {code} during "
+                    f"start; log {self.log_path} ends with:\n{_tail(self.log_path)}"
                 )
             if self.healthy(timeout=2.0):
                 return
             time.sleep(0.5)
         raise RuntimeStartError(
-            f"SGLang server for {self.model_path} was not healthy after "
+            f"SGLang server {self.name!r} for {self.model_path} was not healthy after "
             f"{self.startup_timeout:.0f}s; log {self.log_path} ends with:\n{_tail(self.log_path)}"
         )
 
@@ -232,20 +263,55 @@ class SGLangRuntime:
         return f"SGLangRuntime({self.name!r}, url={self.url if self.port else None}, pid={self.pid})"
 
 
-class RuntimePair:
-    """The large and the small runtime of a RelayGen pair, started together."""
+# Two servers on one GPU: SGLang sizes each one's static memory as a fraction of what is free
+# when it starts, so the small one starts first with a small share, then the large one takes
+# most of the rest.  Override with --mem-fraction-static in either runtime's SGLang args.
+SHARED_GPU_SMALL_FRACTION = 0.25
+SHARED_GPU_LARGE_FRACTION = 0.80
 
-    def __init__(self, large: str | Path, small: str | Path, **kwargs: object) -> None:
-        self.large = SGLangRuntime(large, name="large", **kwargs)  # type: ignore[arg-type]
-        self.small = SGLangRuntime(small, name="small", **kwargs)  # type: ignore[arg-type]
+
+class RuntimePair:
+    """The large and the small runtime of a RelayGen pair, started together.
+
+    ``large_args``/``small_args`` are each runtime's own SGLang arguments; ``speculative``
+    applies to the large runtime only; every other keyword goes to both.
+    """
+
+    def __init__(
+        self,
+        large: str | Path,
+        small: str | Path,
+        *,
+        large_args: Sequence[str] = (),
+        small_args: Sequence[str] = (),
+        speculative: Speculative | None = None,
+        **common: object,
+    ) -> None:
+        self.large = SGLangRuntime(large, name="large", sglang_args=large_args, speculative=speculative,
+                                   **common)  # type: ignore[arg-type]  # fmt: skip
+        self.small = SGLangRuntime(small, name="small", sglang_args=small_args,
+                                   **common)  # type: ignore[arg-type]  # fmt: skip
+        self.shared_gpu = bool(self.large.gpu_ids & self.small.gpu_ids)
+        if self.shared_gpu:
+            split = ((self.large, SHARED_GPU_LARGE_FRACTION), (self.small, SHARED_GPU_SMALL_FRACTION))
+            for rt, frac in split:
+                if rt.mem_fraction_static is None and "--mem-fraction-static" not in rt.sglang_args:
+                    rt.mem_fraction_static = frac
 
     def start(self) -> RuntimePair:
+        # Check both before starting either: a bad flag must not leave one server running.
+        self.large.check()
+        self.small.check()
         try:
-            # Both load at once: start-up is mostly import time, not compute.
-            self.large.launch()
-            self.small.launch()
-            self.large.wait_ready()
-            self.small.wait_ready()
+            if self.shared_gpu:
+                self.small.start()  # its memory must be taken before the large one measures what is free
+                self.large.start()
+            else:
+                # Both load at once: start-up is mostly import and load time, not compute.
+                self.large.launch()
+                self.small.launch()
+                self.large.wait_ready()
+                self.small.wait_ready()
         except BaseException:
             self.stop()
             raise
