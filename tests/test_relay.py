@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from relaygen_sgl.profile import CueProfile
-from relaygen_sgl.relay import RelayError, relay_generate
+from relaygen_sgl.relay import THINK_END, RelayError, relay_generate
+from relaygen_sgl.relay.machine import CLOSE_THINK
 from relaygen_sgl.runtime_client import RuntimeClient
 from relaygen_sgl.runtimes import SGLangRuntime, process_group_alive
 
@@ -54,7 +55,8 @@ def test_cue_switches_respect_min_tokens_and_segment_cap(relayed):
         for prev, seg in zip(r.segments, r.segments[1:], strict=False):
             if seg.kind == "finish":
                 assert prev.model == "large" and prev.cue in TINY_PROFILE.cue_texts
-                assert prev.num_tokens >= TINY_PROFILE.min_large_tokens
+                # vLLM's min_tokens rule: a cue counts only after more than min_large tokens.
+                assert prev.num_tokens > TINY_PROFILE.min_large_tokens
                 assert seg.num_tokens <= TINY_PROFILE.max_small_tokens
 
 
@@ -99,7 +101,8 @@ def test_answer_model_is_honoured(runtimes):
         for r in done:
             answers = [s for s in r.segments if s.kind == "answer"]
             assert [s.model for s in answers] == [answer_model]
-            assert r.reasoning.endswith("</think>") and r.answer
+            assert THINK_END in r.text and r.answer
+            assert r.text.index(THINK_END) < r.text.index(r.answer)
 
 
 def test_baselines_use_one_model(runtimes):
@@ -146,3 +149,19 @@ def test_runtime_dying_mid_request_is_a_clear_error(runtimes, tiny_pair, tmp_pat
         assert time.monotonic() - t0 < 60
         assert "not answering" in str(err.value)
     assert not process_group_alive(pid), "stop() must take the whole process group down"
+
+
+def test_eos_inside_the_reasoning_closes_it_and_the_answer_model_answers(runtimes):
+    """The reference's rule: a thinking model that stops before </think> gets it closed."""
+    closed = None
+    for seed in range(40, 80):
+        r = _run(runtimes, seed, max_tokens=400)
+        if any(s.kind == "close" for s in r.segments):
+            closed = r
+            break
+    assert closed is not None, "no seed ended its reasoning with EOS"
+    kinds = [s.kind for s in closed.segments]
+    i = kinds.index("close")
+    assert closed.segments[i].text == CLOSE_THINK and closed.segments[i].num_tokens == 0
+    assert kinds[i + 1:] == ["answer"] and closed.segments[i + 1].model == "small"
+    assert closed.answer and THINK_END in closed.text

@@ -1,0 +1,1 @@
+"""The relay server: OpenAI-compatible and SGLang-native routes in front of two runtimes."""

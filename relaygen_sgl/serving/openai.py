@@ -1,0 +1,169 @@
+"""``/v1/chat/completions`` and ``/v1/completions``: OpenAI requests in, relays, OpenAI
+responses out (SSE when ``stream``).  ``n`` choices are ``n`` relays run in parallel.
+
+Chat answers follow SGLang's reasoning parser: text before ``</think>`` is
+``reasoning_content``, the rest ``content``; a model that does not think has it all in
+``content``.  Streamed deltas carry ``relaygen_model`` (``large``/``small``): who wrote it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import StreamingResponse
+
+from relaygen_sgl.reasoning import ReasoningStream
+from relaygen_sgl.relay import RelayError, RelayMachine, RelayResult
+from relaygen_sgl.serving.protocol import (
+    AssistantMessage,
+    ChatChoice,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    ChatStreamChoice,
+    CompletionChoice,
+    CompletionRequest,
+    CompletionResponse,
+    DeltaMessage,
+    new_id,
+    now,
+)
+from relaygen_sgl.serving.service import (
+    SSE_DONE,
+    RelayService,
+    relay_fault,
+    sse,
+    sse_error,
+    stats,
+    usage,
+)
+
+
+def _finish(r: RelayResult) -> str:
+    return r.stats.finish_reason or "stop"
+
+
+def _message(r: RelayResult, m: RelayMachine, separate: bool) -> AssistantMessage:
+    if not separate:
+        return AssistantMessage(content=r.text)
+    reasoning, answer = _split(ReasoningStream(thinking=m.thinking or None), r.text)
+    return AssistantMessage(content=answer, reasoning_content=reasoning or None)
+
+
+def _split(rs: ReasoningStream, text: str) -> tuple[str, str]:
+    pieces = rs.feed(text) + rs.flush()
+    return ("".join(t for f, t in pieces if f == "reasoning"), "".join(t for f, t in pieces if f == "answer"))
+
+
+async def chat(service: RelayService, req: ChatCompletionRequest, request: Request) -> Any:
+    mode = service.mode_for(req.model)
+    messages = req.plain_messages()
+    machines = [await service.machine(mode=mode, max_tokens=req.budget(service.config.default_max_tokens),
+                                      sampling=req.sampling_params(i), stop=req.stops, messages=messages,
+                                      chat_template_kwargs=req.chat_template_kwargs)
+                for i in range(req.n)]  # fmt: skip
+    rid = new_id("chatcmpl")
+    if req.stream:
+        return StreamingResponse(_chat_stream(service, req, machines, rid), media_type="text/event-stream")
+    try:
+        results = await service.run(machines, request)
+    except RelayError as e:
+        raise relay_fault(e) from e
+    choices = [ChatChoice(index=i, message=_message(r, m, req.separate_reasoning), finish_reason=_finish(r))
+               for i, (r, m) in enumerate(zip(results, machines, strict=True))]  # fmt: skip
+    return ChatCompletionResponse(id=rid, model=req.model, choices=choices, usage=usage(results),
+                                  relaygen=stats(results))  # fmt: skip
+
+
+async def _chat_stream(service: RelayService, req: ChatCompletionRequest, machines: list[RelayMachine],
+                       rid: str) -> AsyncIterator[str]:  # fmt: skip
+    created = now()
+
+    def chunk(i: int, delta: DeltaMessage, finish: str | None = None, **extra: Any) -> str:
+        choice = ChatStreamChoice(index=i, delta=delta, finish_reason=finish)
+        return sse(ChatCompletionChunk(id=rid, created=created, model=req.model, choices=[choice], **extra))
+
+    splitters = [ReasoningStream(thinking=m.thinking or None) for m in machines]
+    results: dict[int, RelayResult] = {}
+    for i in range(len(machines)):
+        yield chunk(i, DeltaMessage(role="assistant", content=""))
+    try:
+        async for i, item in service.merged(machines):
+            if isinstance(item, RelayResult):
+                for field, text in splitters[i].flush():
+                    yield chunk(i, _delta(field, text, None, req.separate_reasoning))
+                results[i] = item
+                yield chunk(i, DeltaMessage(), _finish(item), relaygen=item.stats.summary())
+                continue
+            pieces = splitters[i].feed(item.text) if req.separate_reasoning else [("answer", item.text)]
+            for field, text in pieces:
+                yield chunk(i, _delta(field, text, item.model, req.separate_reasoning))
+    except Exception as e:  # noqa: BLE001 - reported on the stream, as OpenAI does
+        yield sse_error(e)
+    else:
+        if req.include_usage:
+            yield sse(ChatCompletionChunk(id=rid, created=created, model=req.model, choices=[],
+                                          usage=usage([results[i] for i in sorted(results)])))  # fmt: skip
+    yield SSE_DONE
+
+
+def _delta(field: str, text: str, model: str | None, separate: bool) -> DeltaMessage:
+    if field == "reasoning" and separate:
+        return DeltaMessage(reasoning_content=text, relaygen_model=model)
+    return DeltaMessage(content=text, relaygen_model=model)
+
+
+async def completions(service: RelayService, req: CompletionRequest, request: Request) -> Any:
+    mode = service.mode_for(req.model)
+    prompts = req.prompts()
+    machines = [await service.machine(mode=mode, max_tokens=req.budget(service.config.default_max_tokens),
+                                      sampling=req.sampling_params(j), stop=req.stops, prompt=p,
+                                      param="prompt")
+                for p in prompts for j in range(req.n)]  # fmt: skip
+    rid = new_id("cmpl")
+    if req.stream:
+        return StreamingResponse(_completion_stream(service, req, machines, rid, len(prompts)),
+                                 media_type="text/event-stream")  # fmt: skip
+    try:
+        results = await service.run(machines, request)
+    except RelayError as e:
+        raise relay_fault(e) from e
+    choices = [CompletionChoice(index=i, text=_echo(req, m) + r.text, finish_reason=_finish(r))
+               for i, (r, m) in enumerate(zip(results, machines, strict=True))]  # fmt: skip
+    return CompletionResponse(id=rid, model=req.model, choices=choices, usage=usage(results, len(prompts)),
+                              relaygen=stats(results))  # fmt: skip
+
+
+def _echo(req: CompletionRequest, m: RelayMachine) -> str:
+    return m.prompts[m.reasoner] if req.echo else ""
+
+
+async def _completion_stream(service: RelayService, req: CompletionRequest, machines: list[RelayMachine],
+                             rid: str, n_prompts: int) -> AsyncIterator[str]:  # fmt: skip
+    created = now()
+
+    def chunk(i: int, text: str, finish: str | None = None, model: str | None = None, **extra: Any) -> str:
+        choice = CompletionChoice(index=i, text=text, finish_reason=finish, relaygen_model=model)
+        return sse(CompletionResponse(id=rid, created=created, model=req.model, choices=[choice], **extra))
+
+    results: dict[int, RelayResult] = {}
+    try:
+        if req.echo:
+            for i, m in enumerate(machines):
+                yield chunk(i, _echo(req, m))
+        async for i, item in service.merged(machines):
+            if isinstance(item, RelayResult):
+                results[i] = item
+                yield chunk(i, "", _finish(item), relaygen=item.stats.summary())
+            else:
+                yield chunk(i, item.text, model=item.model)
+    except Exception as e:  # noqa: BLE001 - reported on the stream, as OpenAI does
+        yield sse_error(e)
+    else:
+        if req.include_usage:
+            yield sse(CompletionResponse(id=rid, created=created, model=req.model, choices=[],
+                                         usage=usage([results[i] for i in sorted(results)],
+                                                     n_prompts)))  # fmt: skip
+    yield SSE_DONE

@@ -1,0 +1,270 @@
+"""Typed request and response models of the relay server (pydantic), after SGLang's
+``srt/entrypoints/openai/protocol.py``: the OpenAI routes and SGLang's native ``/generate``.
+
+Unknown request fields are ignored, as the OpenAI API does; a malformed known field is a
+400 naming it (see :mod:`relaygen_sgl.serving.errors`).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+MODEL_MODES = {"relaygen": "relay", "relaygen-large-only": "large_only", "relaygen-small-only": "small_only"}
+MAX_STOP = 16
+MAX_N = 16
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class StreamOptions(_Request):
+    include_usage: bool = False
+
+
+class SamplingRequest(_Request):
+    """The sampling fields both OpenAI routes share."""
+
+    model: str = "relaygen"
+    max_tokens: int | None = Field(default=None, gt=0)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    top_k: int | None = None
+    min_p: float | None = Field(default=None, ge=0, le=1)
+    seed: int | None = None
+    n: int = Field(default=1, ge=1, le=MAX_N)
+    stop: str | list[str] | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    ignore_eos: bool | None = None  # SGLang extension, for benchmarks
+    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
+    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
+
+    @field_validator("top_k")
+    @classmethod
+    def _top_k(cls, v: int | None) -> int | None:
+        if v is not None and v != -1 and v < 1:
+            raise ValueError("top_k must be -1 (off) or at least 1")
+        return v
+
+    @field_validator("stop")
+    @classmethod
+    def _stop(cls, v: str | list[str] | None) -> str | list[str] | None:
+        stops = [v] if isinstance(v, str) else (v or [])
+        if len(stops) > MAX_STOP or any(not s for s in stops):
+            raise ValueError(f"stop must be up to {MAX_STOP} non-empty strings")
+        return v
+
+    @property
+    def stops(self) -> tuple[str, ...]:
+        return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
+
+    @property
+    def include_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.include_usage)
+
+    def sampling_params(self, index: int = 0) -> dict[str, Any]:
+        """SGLang sampling params; choice ``index`` of ``n`` gets seed + index."""
+        sp: dict[str, Any] = {}
+        for name in ("temperature", "top_p", "top_k", "min_p", "ignore_eos", "frequency_penalty",
+                     "presence_penalty"):  # fmt: skip
+            if (v := getattr(self, name)) is not None:
+                sp[name] = v
+        if self.seed is not None:
+            sp["sampling_seed"] = self.seed + index
+        return sp
+
+
+class ContentPart(_Request):
+    type: str = "text"
+    text: str | None = None
+
+
+class ChatMessage(_Request):
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[ContentPart] | None = None
+
+    def text(self) -> str:
+        if isinstance(self.content, list):  # OpenAI content parts: keep the text ones
+            return "".join(p.text or "" for p in self.content if p.type == "text")
+        return self.content or ""
+
+
+class ChatCompletionRequest(SamplingRequest):
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(default=None, gt=0)
+    chat_template_kwargs: dict[str, Any] | None = None
+    separate_reasoning: bool = True
+
+    def budget(self, default: int) -> int:
+        return self.max_completion_tokens or self.max_tokens or default
+
+    def plain_messages(self) -> list[dict[str, str]]:
+        role = {"developer": "system"}
+        return [{"role": role.get(m.role, m.role), "content": m.text()} for m in self.messages]
+
+
+class CompletionRequest(SamplingRequest):
+    prompt: str | list[str] | list[int] | list[list[int]]
+    echo: bool = False
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt(cls, v: Any) -> Any:
+        if v == "" or v == [] or (isinstance(v, list) and any(p in ("", []) for p in v)):
+            raise ValueError("prompt must not be empty")
+        return v
+
+    def prompts(self) -> list[str | list[int]]:
+        """One entry per prompt: a string or a list of token ids."""
+        v = self.prompt
+        if isinstance(v, str):
+            return [v]
+        if v and isinstance(v[0], int):
+            return [list(v)]  # type: ignore[arg-type]
+        return list(v)  # type: ignore[arg-type]
+
+    def budget(self, default: int) -> int:
+        return self.max_tokens or default
+
+
+class NativeSamplingParams(_Request):
+    max_new_tokens: int | None = Field(default=None, ge=0)
+    temperature: float | None = Field(default=None, ge=0)
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    top_k: int | None = None
+    min_p: float | None = Field(default=None, ge=0, le=1)
+    stop: str | list[str] | None = None
+    stop_regex: str | list[str] | None = None
+    ignore_eos: bool | None = None
+    sampling_seed: int | None = None
+    frequency_penalty: float | None = None
+    presence_penalty: float | None = None
+    repetition_penalty: float | None = None
+    skip_special_tokens: bool | None = None
+    spaces_between_special_tokens: bool | None = None
+    no_stop_trim: bool | None = None
+    # Constrained decoding cannot cross a model switch: such requests go to the large runtime.
+    regex: str | None = None
+    json_schema: str | None = None
+    ebnf: str | None = None
+
+
+class GenerateRequest(_Request):
+    """SGLang's native ``/generate`` body (the fields the relay understands)."""
+
+    model_config = ConfigDict(extra="allow")  # everything else is passed through when proxied
+    text: str | list[str] | None = None
+    input_ids: list[int] | list[list[int]] | None = None
+    sampling_params: NativeSamplingParams = Field(default_factory=NativeSamplingParams)
+    stream: bool = False
+    rid: str | None = None
+    return_logprob: bool | None = None
+
+
+# -- responses -------------------------------------------------------------------------------
+class _Response(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:24]}"
+
+
+def now() -> int:
+    return int(time.time())
+
+
+class PromptTokensDetails(_Response):
+    cached_tokens: int = 0
+
+
+class CompletionTokensDetails(_Response):
+    reasoning_tokens: int = 0
+
+
+class Usage(_Response):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    prompt_tokens_details: PromptTokensDetails = Field(default_factory=PromptTokensDetails)
+    completion_tokens_details: CompletionTokensDetails = Field(default_factory=CompletionTokensDetails)
+
+
+class AssistantMessage(_Response):
+    role: Literal["assistant"] = "assistant"
+    content: str | None = None
+    reasoning_content: str | None = None
+
+
+class ChatChoice(_Response):
+    index: int
+    message: AssistantMessage
+    finish_reason: str | None
+    logprobs: None = None
+
+
+class ChatCompletionResponse(_Response):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int = Field(default_factory=now)
+    model: str
+    choices: list[ChatChoice]
+    usage: Usage
+    relaygen: dict[str, Any] | list[dict[str, Any]]
+
+
+class DeltaMessage(_Response):
+    role: str | None = None
+    content: str | None = None
+    reasoning_content: str | None = None
+    relaygen_model: str | None = None  # which model wrote this delta: "large" or "small"
+
+
+class ChatStreamChoice(_Response):
+    index: int
+    delta: DeltaMessage
+    finish_reason: str | None = None
+    logprobs: None = None
+
+
+class ChatCompletionChunk(_Response):
+    id: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int
+    model: str
+    choices: list[ChatStreamChoice]
+    usage: Usage | None = None
+
+
+class CompletionChoice(_Response):
+    index: int
+    text: str
+    finish_reason: str | None
+    logprobs: None = None
+    relaygen_model: str | None = None  # streaming only: which model wrote this text
+
+
+class CompletionResponse(_Response):
+    id: str
+    object: Literal["text_completion"] = "text_completion"
+    created: int = Field(default_factory=now)
+    model: str
+    choices: list[CompletionChoice]
+    usage: Usage | None = None
+
+
+class ModelCard(_Response):
+    id: str
+    object: Literal["model"] = "model"
+    created: int = Field(default_factory=now)
+    owned_by: str = "relaygen"
+
+
+class ModelList(_Response):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]

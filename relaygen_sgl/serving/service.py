@@ -1,0 +1,198 @@
+"""The relay server's serving logic shared by every route: the pair it owns, turning a
+request into relay machines, running them (aborting on disconnect), and the usage and
+stats a response reports.  Routes stay thin (see :mod:`relaygen_sgl.serving.app`)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Sequence
+from contextlib import suppress
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from fastapi import Request
+
+from relaygen_sgl.profile import CueProfile
+from relaygen_sgl.relay import (
+    Delta,
+    RelayConfig,
+    RelayError,
+    RelayMachine,
+    RelayPair,
+    RelayResult,
+    aprepare,
+    runtimes_used,
+    stream_async,
+)
+from relaygen_sgl.runtime_client import RuntimeRequestError
+from relaygen_sgl.serving.errors import APIError, unavailable
+from relaygen_sgl.serving.protocol import MODEL_MODES, CompletionTokensDetails, PromptTokensDetails, Usage
+
+T = TypeVar("T")
+DISCONNECT_POLL_S = 0.5
+
+
+@dataclass
+class ServerConfig:
+    large_url: str
+    small_url: str
+    profile: CueProfile
+    answer_model: str = "small"
+    default_max_tokens: int = 1024
+    max_input_tokens: int = 8192
+
+
+class ClientGone(Exception):
+    """The client disconnected; its relays were cancelled and their runtime calls aborted."""
+
+
+class RelayService:
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.pair = RelayPair(config.large_url, config.small_url)
+
+    def mode_for(self, model: str) -> str:
+        if model not in MODEL_MODES:
+            raise APIError(404, f"The model '{model}' does not exist (available: {', '.join(MODEL_MODES)})",
+                           param="model", code="model_not_found")  # fmt: skip
+        return MODEL_MODES[model]
+
+    async def machine(self, *, mode: str, max_tokens: int, sampling: dict[str, Any], stop: Sequence[str] = (),
+                      prompt: str | list[int] | None = None, messages: list[dict[str, str]] | None = None,
+                      chat_template_kwargs: dict[str, Any] | None = None,
+                      param: str = "messages") -> RelayMachine:  # fmt: skip
+        """One relay, ready to run; its templated input is checked against the length limit."""
+        try:
+            config = RelayConfig(mode=mode, max_tokens=max_tokens, answer_model=self.config.answer_model,  # type: ignore[arg-type]
+                                 sampling=sampling, stop=tuple(stop))  # fmt: skip
+        except ValueError as e:
+            raise APIError(400, str(e)) from e
+        try:
+            m = await aprepare(self.pair, config, prompt, messages, profile=self.config.profile,
+                               chat_template_kwargs=chat_template_kwargs)  # fmt: skip
+        except RelayError as e:
+            raise unavailable(f"runtime unavailable: {e}") from e
+        except (ValueError, TypeError) as e:  # the prompt cannot be rendered (template kwargs, id prompt)
+            raise APIError(400, f"Invalid '{param}': {e}", param=param) from e
+        n = max(_prompt_len(m, role) for role in runtimes_used(mode))
+        if n > self.config.max_input_tokens:
+            limit = self.config.max_input_tokens
+            raise APIError(400, f"The input is {n} tokens; this server accepts at most {limit}.",
+                           param=param, code="context_length_exceeded")  # fmt: skip
+        return m
+
+    async def run(self, machines: list[RelayMachine], request: Request) -> list[RelayResult]:
+        """Run relays to the end together; a client disconnect cancels them (aborting their
+        in-flight runtime calls)."""
+
+        async def one(m: RelayMachine) -> RelayResult:
+            async for _ in stream_async(m, self.pair, stream=False):
+                pass
+            return m.result()
+
+        return await until_disconnect(asyncio.gather(*(one(m) for m in machines)), request)
+
+    async def merged(self, machines: list[RelayMachine]) -> AsyncIterator[tuple[int, Delta | RelayResult]]:
+        """Every relay's deltas as they come, tagged with its index, then its result.  Closing
+        this iterator (a client disconnect) cancels all of them."""
+        queue: asyncio.Queue[tuple[int, Delta | RelayResult | BaseException | None]] = asyncio.Queue()
+
+        async def pump(i: int, m: RelayMachine) -> None:
+            try:
+                async for d in stream_async(m, self.pair):
+                    queue.put_nowait((i, d))
+                queue.put_nowait((i, m.result()))
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001 - handed to the consumer, which reports it
+                queue.put_nowait((i, e))
+            finally:
+                queue.put_nowait((i, None))
+
+        tasks = [asyncio.create_task(pump(i, m)) for i, m in enumerate(machines)]
+        try:
+            running = len(tasks)
+            while running:
+                i, item = await queue.get()
+                if item is None:
+                    running -= 1
+                elif isinstance(item, BaseException):
+                    raise item
+                else:
+                    yield i, item
+        finally:
+            for t in tasks:
+                t.cancel()
+            # Wait for the aborts (shielded inside the drivers) to go out.
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def health(self) -> dict[str, Any]:
+        large, small = await asyncio.gather(self.pair.large.ahealth(), self.pair.small.ahealth())
+        return {"large": large, "small": small}
+
+
+async def until_disconnect(work: Awaitable[T], request: Request) -> T:
+    task = asyncio.ensure_future(work)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=DISCONNECT_POLL_S)
+            if done:
+                return task.result()
+            if await request.is_disconnected():
+                task.cancel()
+                with suppress(asyncio.CancelledError):
+                    await task
+                raise ClientGone()
+    finally:
+        if not task.done():
+            task.cancel()
+            with suppress(asyncio.CancelledError, Exception):
+                await task
+
+
+def relay_fault(e: RelayError) -> APIError:
+    """A runtime that rejected the request is the client's 400; one that failed is a 503."""
+    if isinstance(e.__cause__, RuntimeRequestError):
+        return APIError(400, str(e), param=None, code="runtime_rejected")
+    return unavailable(str(e))
+
+
+def _prompt_len(m: RelayMachine, role: str) -> int:
+    if m.prompt_ids is not None:
+        return len(m.prompt_ids[role])  # type: ignore[index]
+    return len(m.codecs[role].encode(m.prompts[role], add_special_tokens=False))  # type: ignore[index]
+
+
+def usage(results: Sequence[RelayResult], prompts: int = 1) -> Usage:
+    """Usage over a response's choices: each distinct prompt counted once."""
+    per_prompt = len(results) // max(prompts, 1) or 1
+    prompt_tokens = sum(r.stats.prompt_tokens for r in results[::per_prompt])
+    completion = sum(r.stats.output_tokens for r in results)
+    cached = sum(r.stats.calls[0].cached_tokens for r in results[::per_prompt] if r.stats.calls)
+    reasoning = sum(r.reasoning_tokens for r in results)
+    return Usage(prompt_tokens=prompt_tokens, completion_tokens=completion,
+                 total_tokens=prompt_tokens + completion,
+                 prompt_tokens_details=PromptTokensDetails(cached_tokens=cached),
+                 completion_tokens_details=CompletionTokensDetails(reasoning_tokens=reasoning))  # fmt: skip
+
+
+def stats(results: Sequence[RelayResult]) -> dict[str, Any] | list[dict[str, Any]]:
+    out = [r.stats.summary() for r in results]
+    return out[0] if len(out) == 1 else out
+
+
+def sse(obj: Any) -> str:
+    data = obj.model_dump_json(exclude_none=True) if hasattr(obj, "model_dump_json") else json.dumps(obj)
+    return f"data: {data}\n\n"
+
+
+SSE_DONE = "data: [DONE]\n\n"
+
+
+def sse_error(e: Exception) -> str:
+    if isinstance(e, RelayError):
+        e = relay_fault(e)
+    if not isinstance(e, APIError):
+        e = APIError(500, f"{type(e).__name__}: {e}", "internal_error")
+    return sse(e.body())
