@@ -82,7 +82,7 @@ def _evaluate(p: Problem, i: int, k: int, *, mode: str, large: Any, small: Any, 
             "concurrency": concurrency, "output": r.text}  # fmt: skip
 
 
-def _prompts(large: Any, small: Any) -> Callable[[str, Problem], str]:
+def templated_prompts(large: Any, small: Any) -> Callable[[str, Problem], str]:
     """The chat-templated prompt a mode's reasoner sees, for ``--thinking auto``."""
     cache: dict[tuple[str, str], str] = {}
 
@@ -147,7 +147,7 @@ def run_eval(
     tp_path = out_dir / "throughput.json"
     tp_records: dict[str, dict[str, Any]] = json.loads(tp_path.read_text()) if tp_path.exists() else {}
     by_id = {p.id: p for p in problems}
-    prompt = _prompts(large, small)
+    prompt = templated_prompts(large, small)
     done = {_key(r): r for r in repair_jsonl(path)}
     for r in done.values():
         if "truncated" not in r:  # a row from before truncation was flagged: grade it the current way

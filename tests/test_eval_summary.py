@@ -87,7 +87,7 @@ class FakeRelay:
 def fake(monkeypatch: pytest.MonkeyPatch) -> FakeRelay:
     f = FakeRelay()
     monkeypatch.setattr(run_eval_mod, "relay_generate", f)
-    monkeypatch.setattr(run_eval_mod, "_prompts", lambda large, small: lambda mode, p: "")
+    monkeypatch.setattr(run_eval_mod, "templated_prompts", lambda large, small: lambda mode, p: "")
     return f
 
 
