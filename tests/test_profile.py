@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
+from sglang.srt.sampling.sampling_params import get_max_seq_length
 
 from relaygen_sgl.cues import MAX_STOP_REGEX_BYTES, MAX_STOP_REGEX_COUNT
 from relaygen_sgl.profile import CueProfile, ProfileError, bundled_profiles
@@ -99,6 +100,7 @@ def test_paper_profiles_ship_the_reference_lists(name: str, cues: list[str], cou
     pats = prof.stop_regexes()
     assert 0 < len(pats) <= MAX_STOP_REGEX_COUNT
     assert all(len(p.encode()) <= MAX_STOP_REGEX_BYTES for p in pats)
+    assert all(get_max_seq_length(p) < 64 for p in pats)  # bounded: SGLang's tail window stays short
     for cue in cues:
         assert any(re.search(p, f"ok. {cue} x") for p in pats), cue
     # Stricter than the reference's substring stop strings.
