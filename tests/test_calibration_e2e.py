@@ -122,7 +122,8 @@ def test_calibrate_cli_help_documents_every_option():
     out = subprocess.run([sys.executable, "-m", "relaygen_sgl.cli", "calibrate", "--help"],
                          capture_output=True, text=True, check=True).stdout  # fmt: skip
     for opt in ("--problems", "--traces", "--cues-file", "--large-url", "--small-url", "--large-model",
-                "--small-model", "--samples", "--seed", "--max-tokens", "--temperature", "--threads",
+                "--small-model", "--samples", "--seed", "--max-tokens", "--temperature", "--top-p", "--top-k",
+                "--segment-span", "--threads",
                 "--threshold", "--min-count", "--bootstrap", "--min-large-tokens", "--max-small-tokens",
                 "--out"):  # fmt: skip
         assert opt in out

@@ -39,24 +39,53 @@ def test_token_margins_are_top1_minus_top2_probability():
         token_margins([[]])
 
 
-def test_segments_run_from_cue_to_sentence_end():
-    segs = cue_segments(TEXT, offsets(), CueMatcher(["So", "Done"]))
+def test_with_cue_segments_run_from_cue_to_sentence_end():
+    segs = cue_segments(TEXT, offsets(), CueMatcher(["So", "Done"]), span="with-cue")
     assert [(s.cue, s.start_token, s.end_token, s.start_char, s.end_char) for s in segs] == [
         ("So", 3, 9, 8, 24),
         ("Done", 9, 11, 25, 30),
     ]
 
 
+def test_after_cue_segments_are_what_the_small_model_writes():
+    segs = cue_segments(TEXT, offsets(), CueMatcher(["So", "Done"]))  # the default span
+    assert [(s.cue, s.start_token, s.end_token, s.start_char, s.end_char) for s in segs] == [
+        ("So", 4, 9, 10, 24),  # " the sum is 7." : the cue token " So" is the large model's
+        ("Done", 10, 11, 29, 30),  # just the final "."
+    ]
+    assert "".join(TOKENS[4:9]) == " the sum is 7."
+
+
+def test_after_cue_skips_a_token_that_straddles_the_cue_end():
+    # Tokens "Now", ", we" and " add": the large model wrote ", we" (it holds the cue's comma).
+    text, toks = "Now, we add. Ok", ["Now", ", we", " add", ".", " Ok"]
+    offs, pos = [], 0
+    for t in toks:
+        offs.append((pos, pos + len(t)))
+        pos += len(t)
+    matcher = CueMatcher(["Now,"])
+    (seg,) = cue_segments(text, offs, matcher)
+    assert (seg.start_token, seg.end_token) == (2, 4)
+    (seg,) = cue_segments(text, offs, matcher, span="with-cue")
+    assert (seg.start_token, seg.end_token) == (0, 4)
+    # A cue whose sentence ends inside its own last token leaves nothing for the small model.
+    assert cue_segments("So. x", [(0, 3), (3, 5)], CueMatcher(["So"])) == []
+    with pytest.raises(ValueError, match="span must be"):
+        cue_segments(text, offs, matcher, span="cue-only")  # type: ignore[arg-type]
+
+
 def test_segments_ignore_substrings_and_decimals():
     text = "I know 3.5 is half. Now, 2.5 is less. Done"
     toks = list(text)  # one char per token
     offs = [(i, i + 1) for i in range(len(toks))]
-    segs = cue_segments(text, offs, CueMatcher(["now", "Now,"]))
+    segs = cue_segments(text, offs, CueMatcher(["now", "Now,"]), span="with-cue")
     assert [(s.cue, text[s.start_char : s.end_char]) for s in segs] == [("Now,", "Now, 2.5 is less.")]
+    segs = cue_segments(text, offs, CueMatcher(["now", "Now,"]))
+    assert [(s.cue, text[s.start_char : s.end_char]) for s in segs] == [("Now,", " 2.5 is less.")]
 
 
 def test_cue_statistics_exact_numbers():
-    trace = ScoredTrace(MARGINS, cue_segments(TEXT, offsets(), CueMatcher(["So", "Done"])))
+    trace = ScoredTrace(MARGINS, cue_segments(TEXT, offsets(), CueMatcher(["So", "Done"]), span="with-cue"))
     stats = {s.cue: s for s in cue_statistics([trace], ["So", "Done", "Never"], min_count=1, n_boot=50)}
     assert set(stats) == {"So", "Done"}  # a cue that never occurs has no statistic
     so, done = stats["So"], stats["Done"]
@@ -71,8 +100,17 @@ def test_cue_statistics_exact_numbers():
     assert done.delta == pytest.approx(0.15 - 5.6 / 9) and not done.kept
 
 
-def test_min_count_threshold_and_ranking():
+def test_after_cue_statistics_exact_numbers():
     trace = ScoredTrace(MARGINS, cue_segments(TEXT, offsets(), CueMatcher(["So", "Done"])))
+    stats = {s.cue: s for s in cue_statistics([trace], ["So", "Done"], min_count=1, n_boot=50)}
+    so, done = stats["So"], stats["Done"]
+    assert so.segment_margin == pytest.approx(4.1 / 5)  # tokens 4..8, without " So"
+    assert so.elsewhere_margin == pytest.approx(1.8 / 6)  # " So" now counts as elsewhere
+    assert done.segment_margin == pytest.approx(0.1) and done.elsewhere_margin == pytest.approx(5.8 / 10)
+
+
+def test_min_count_threshold_and_ranking():
+    trace = ScoredTrace(MARGINS, cue_segments(TEXT, offsets(), CueMatcher(["So", "Done"]), span="with-cue"))
     stats = cue_statistics([trace, trace], ["Done", "So"], min_count=3, n_boot=10)
     assert [s.cue for s in stats] == ["So", "Done"]  # ranked by delta
     assert stats[0].count == 2 and not stats[0].kept  # seen twice < min_count 3
@@ -85,7 +123,7 @@ def test_bootstrap_ci_brackets_delta_with_varied_segments():
     toks = list(text)
     offs = [(i, i + 1) for i in range(len(toks))]
     margins = [0.9, 0.9, 0.9, 0.9, 0.9, 0.1] + [0.5] * 6 + [0.7] * 6 + [0.1] * (len(toks) - 18)
-    trace = ScoredTrace(margins, cue_segments(text, offs, CueMatcher(["So"])))
+    trace = ScoredTrace(margins, cue_segments(text, offs, CueMatcher(["So"]), span="with-cue"))
     (st,) = cue_statistics([trace], ["So"], min_count=1, n_boot=400, seed=3)
     assert st.count == 3
     assert st.ci_low < st.delta < st.ci_high

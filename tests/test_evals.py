@@ -104,3 +104,24 @@ def test_eval_keeps_going_when_a_runtime_is_down_and_a_rerun_fills_the_gaps(runt
     assert sorted((r["mode"], r["id"]) for r in rows) == sorted({(r["mode"], r["id"]) for r in rows})
     assert len(rows) == 6  # no duplicates, nothing lost
     assert {r["mode"]: r["n"] for r in summary["modes"]} == {"large_only": 3, "small_only": 3}
+
+
+def test_paper_protocol_and_throughput_on_three_problems(runtimes, tmp_path: Path):
+    """SERVER TEST: k samples per problem at the paper's sampling, throughput per mode, resumable."""
+    problems = load_dataset(f"jsonl:{_sums(tmp_path)}")
+    out = tmp_path / "paper"
+    kw = dict(large=runtimes.large.url, small=runtimes.small.url, profile=TINY_PROFILE, out_dir=out,
+              modes=["large_only", "relay"], max_tokens=60, protocol="paper", samples=2, throughput=True,
+              concurrency=4, show_progress=False)  # fmt: skip
+    summary = run_eval(problems, **kw)
+    rows = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+    assert sorted((r["mode"], r["id"], r["sample"]) for r in rows) == sorted(
+        (m, p.id, k) for m in ("large_only", "relay") for p in problems for k in range(2))
+    assert all(r["sampling"] == {"temperature": 0.6, "top_p": 0.95, "top_k": 20} for r in rows)
+    assert all("truncated" in r and "thinking" in r for r in rows)
+    for m in summary["modes"]:
+        assert m["problems"] == 3 and m["samples_per_problem"] == 2 and m["tokens_per_s"] > 0
+        assert m["throughput_concurrency"] == 4 and m["throughput_complete"]
+    assert json.loads((out / "summary.json").read_text())["config"]["protocol"] == "paper"
+    again = run_eval(problems, **kw)
+    assert len((out / "results.jsonl").read_text().splitlines()) == 12 and again["modes"] == summary["modes"]

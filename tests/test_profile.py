@@ -7,7 +7,9 @@ import re
 from pathlib import Path
 
 import pytest
+from sglang.srt.sampling.sampling_params import get_max_seq_length
 
+from relaygen_sgl.cues import MAX_STOP_REGEX_BYTES, MAX_STOP_REGEX_COUNT
 from relaygen_sgl.profile import CueProfile, ProfileError, bundled_profiles
 
 GOOD = {
@@ -70,3 +72,36 @@ def test_bundled_profiles_load():
     # The default pair ships the output of `relaygen calibrate`, the 32B pairs the paper's lists.
     assert CueProfile.load("qwen2.5-coder-1.5b__smollm2-135m").provenance["source"] == "calibrated"
     assert CueProfile.load("paper-qwen3-32b__qwen3-1.7b").provenance["source"] == "paper"
+
+
+# The reference's lists (jiwonsong-dev/RelayGen utils/utils.py: QWEN3_SWITCH_CUES, R1_SWITCH_CUES), in
+# its order; its "So " (a stop string with a trailing space) is our word-boundary cue "So".
+PAPER_QWEN3 = ["Oh,", "another,", "Thus", "Now", "Alternatively", "alternatively,", "Thus,", "Therefore",
+               "similarly", "similarly,", "now", "Again", "specifically,", "Again,", "Similarly,", "Now,",
+               "Specifically,", "Hence", "Similarly", "Other", "now,", "hence", "Specifically", "So",
+               "Therefore,", "Wait,", "Also", "So,"]  # fmt: skip
+PAPER_R1 = ["Wait", "Thus", "thus", "similarly", "Again,", "Now", "Therefore", "hence", "Hence,", "Now,",
+            "Thus,", "Oh,", "Similarly,", "Any", "Therefore,", "Alternatively,", "now,", "So,", "now",
+            "verify", "Specifically,", "Alternatively", "Ah,", "wait", "So"]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "name,cues,count",
+    [("paper-qwen3-32b__qwen3-1.7b", PAPER_QWEN3, 28),
+     ("paper-deepseek-r1-distill-qwen-32b__1.5b", PAPER_R1, 25)],
+)  # fmt: skip
+def test_paper_profiles_ship_the_reference_lists(name: str, cues: list[str], count: int):
+    prof = CueProfile.load(name)
+    assert len(cues) == len(set(cues)) == count
+    assert prof.cue_texts == cues
+    assert "utils/utils.py" in prof.provenance["reference_file"]
+    assert "AMC 2023" in prof.provenance["calibration_set"]
+    # Every cue still fires through SGLang's stop_regex check, within its limits.
+    pats = prof.stop_regexes()
+    assert 0 < len(pats) <= MAX_STOP_REGEX_COUNT
+    assert all(len(p.encode()) <= MAX_STOP_REGEX_BYTES for p in pats)
+    assert all(get_max_seq_length(p) < 64 for p in pats)  # bounded: SGLang's tail window stays short
+    for cue in cues:
+        assert any(re.search(p, f"ok. {cue} x") for p in pats), cue
+    # Stricter than the reference's substring stop strings.
+    assert not any(re.search(p, "ok. I know Otherwise x") for p in pats)

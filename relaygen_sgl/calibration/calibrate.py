@@ -11,8 +11,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from relaygen_sgl.calibration.io import CANDIDATE_CUES, load_cues, load_problems, read_jsonl
-from relaygen_sgl.calibration.margins import CueStat, ScoredTrace, cue_segments, cue_statistics
+from relaygen_sgl.calibration.io import CUE_LISTS, cue_list_path, load_cues, load_problems, read_jsonl
+from relaygen_sgl.calibration.margins import (
+    SEGMENT_SPANS,
+    CueStat,
+    ScoredTrace,
+    SegmentSpan,
+    cue_segments,
+    cue_statistics,
+)
 from relaygen_sgl.cues import SENTENCE_END_REGEX, CueMatcher
 from relaygen_sgl.profile import CueProfile
 
@@ -33,12 +40,14 @@ def analyze(
     threshold: float,
     n_boot: int,
     seed: int,
+    span: SegmentSpan = "after-cue",
 ) -> tuple[list[ScoredTrace], list[CueStat]]:
     matcher = CueMatcher(cues)
     traces = [
-        ScoredTrace(r["margins"], cue_segments(r["reasoning"], r["offsets"], matcher, SENTENCE_END_REGEX))
+        ScoredTrace(r["margins"],
+                    cue_segments(r["reasoning"], r["offsets"], matcher, SENTENCE_END_REGEX, span))
         for r in scored
-    ]
+    ]  # fmt: skip
     stats = cue_statistics(traces, cues, min_count=min_count, threshold=threshold,
                            n_boot=n_boot, seed=seed)  # fmt: skip
     return traces, stats
@@ -54,10 +63,13 @@ def calibrate(
     large_name: str | None = None,
     small_name: str | None = None,
     cues_file: str | Path | None = None,
-    samples: int = 1,
+    samples: int = 4,
     seed: int = 0,
-    max_tokens: int = 2048,
+    max_tokens: int = 32768,
     temperature: float = 0.6,
+    top_p: float = 0.95,
+    top_k: int | None = 20,
+    segment_span: SegmentSpan = "after-cue",
     threshold: float = 0.0,
     min_count: int = 3,
     n_boot: int = 1000,
@@ -66,7 +78,12 @@ def calibrate(
     max_small_tokens: int = 64,
     show_progress: bool = True,
 ) -> CalibrationResult:
-    """Run all three steps; every step resumes from the files already in ``out_dir``."""
+    """Run all three steps; every step resumes from the files already in ``out_dir``.
+
+    The defaults are the paper's: 4 traces per problem at T 0.6 / top_p 0.95 / top_k 20 with
+    the full 32768-token budget (clamped to the runtime's context), segments scored after the
+    cue.  ``top_k`` None or <= 0 turns the top-k cut off.
+    """
     from tqdm import tqdm
 
     from relaygen_sgl.calibration.report import markdown_table, plot_deltas, plot_margins, write_csv
@@ -76,6 +93,8 @@ def calibrate(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cues = load_cues(cues_file)
+    sampling = {"temperature": temperature, "top_p": top_p,
+                "top_k": top_k if top_k and top_k > 0 else None}  # fmt: skip
     if traces_path is not None:
         traces = read_jsonl(Path(traces_path))
         if not traces:
@@ -94,7 +113,7 @@ def calibrate(
         with tqdm(total=total, desc="traces", disable=not show_progress) as bar:
             traces = generate_traces(problems, large_client, out / "traces.jsonl", samples=samples,
                                      seed=seed, max_tokens=max_tokens, threads=threads,
-                                     sampling={"temperature": temperature}, progress=bar.update)  # fmt: skip
+                                     sampling=sampling, progress=bar.update)  # fmt: skip
     small_client = RuntimeClient.of(small, "small")
     if not small_client.health():
         raise ConnectionError(f"small runtime at {small_client.url} is not reachable")
@@ -102,7 +121,8 @@ def calibrate(
         scored = score_traces(traces, small_client, out / "scores.jsonl", threads=threads,
                               progress=bar.update)  # fmt: skip
     scored_traces, stats = analyze(scored, cues, min_count=min_count, threshold=threshold,
-                                   n_boot=n_boot, seed=seed)  # fmt: skip
+                                   n_boot=n_boot, seed=seed, span=segment_span)  # fmt: skip
+    budgets = [t["max_new_tokens"] for t in traces if "max_new_tokens" in t]
     kept = [s for s in stats if s.kept]
     profile = CueProfile.from_dict({
         "name": f"{large_name or 'large'}__{small_name or 'small'}",
@@ -115,10 +135,17 @@ def calibrate(
         "provenance": {
             "source": "calibrated",
             "calibration_set": str(problems_path or traces_path),
-            "traces": len(traces), "scored": len(scored), "samples_per_problem": samples,
-            "seed": seed, "temperature": temperature, "max_tokens": max_tokens,
+            "traces": len(traces), "scored": len(scored), "seed": seed,
+            # Sampling settings describe step 1; saved traces (--traces) came from elsewhere.
+            **({"samples_per_problem": samples, **sampling, "max_tokens": max_tokens,
+                # The budget each trace really got, after clamping to the runtime's context.
+                "max_new_tokens_range": [min(budgets), max(budgets)] if budgets else None,
+                "finished_traces": sum(bool(t.get("finished")) for t in traces)}
+               if traces_path is None else {"traces_file": str(traces_path)}),
+            "scored_cut_to_context": sum(bool(r.get("cut")) for r in scored),
+            "segment_span": segment_span,
             "threshold": threshold, "min_count": min_count, "bootstrap": n_boot,
-            "candidate_cues": str(cues_file or CANDIDATE_CUES.name),
+            "candidate_cues": cue_list_path(cues_file).name, "candidate_count": len(cues),
             "date": dt.date.today().isoformat(),
         },
     })  # fmt: skip
@@ -155,7 +182,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     src.add_argument(
         "--cues-file",
         default=None,
-        help=f"candidate cue list, one per line (default: bundled {CANDIDATE_CUES.name})",
+        help="candidate cue list: a file (one cue per line) or a bundled list by name: "
+        f"{', '.join(CUE_LISTS)} (default: paper, the reference implementation's 91 candidates)",
     )
     rt = p.add_argument_group("runtimes (URL of a running server, or a model folder to start)")
     rt.add_argument("--large-url", help="URL of the large model's SGLang server")
@@ -165,12 +193,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     rt.add_argument("--large-name", help="large model id written into the profile")
     rt.add_argument("--small-name", help="small model id written into the profile")
     gen = p.add_argument_group("step 1: traces")
-    gen.add_argument("--samples", type=int, default=1, help="traces per problem (default: %(default)s)")
+    gen.add_argument("--samples", type=int, default=4, help="traces per problem (default: %(default)s)")
     gen.add_argument("--seed", type=int, default=0, help="base seed for sampling and bootstrap")
-    gen.add_argument("--max-tokens", type=int, default=2048, help="reasoning token cap per trace")
-    gen.add_argument("--temperature", type=float, default=0.6)
+    gen.add_argument("--max-tokens", type=int, default=32768,
+                     help="token budget per trace, clamped to the runtime's context (default: %(default)s)")
+    gen.add_argument("--temperature", type=float, default=0.6, help="(default: %(default)s)")
+    gen.add_argument("--top-p", type=float, default=0.95, help="(default: %(default)s)")
+    gen.add_argument("--top-k", type=int, default=20, help="(default: %(default)s; -1: off)")
     gen.add_argument("--threads", type=int, default=4, help="concurrent requests per step")
     sel = p.add_argument_group("step 3: cue selection and profile")
+    sel.add_argument("--segment-span", choices=SEGMENT_SPANS, default="after-cue",
+                     help="tokens scored per cue: from after the cue (what the small model writes; "
+                     "the paper's) or from the cue itself, to the sentence end (default: %(default)s)")
     sel.add_argument("--threshold", type=float, default=0.0, help="keep cues with delta above this")
     sel.add_argument("--min-count", type=int, default=3, help="keep cues seen at least this often")
     sel.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the CI")
@@ -208,7 +242,8 @@ def _run(args: argparse.Namespace) -> int:
             problems_path=args.problems, traces_path=args.traces,
             large_name=args.large_name or args.large_model, small_name=args.small_name or args.small_model,
             cues_file=args.cues_file, samples=args.samples, seed=args.seed,
-            max_tokens=args.max_tokens, temperature=args.temperature, threshold=args.threshold,
+            max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p,
+            top_k=args.top_k, segment_span=args.segment_span, threshold=args.threshold,
             min_count=args.min_count, n_boot=args.bootstrap, threads=args.threads,
             min_large_tokens=args.min_large_tokens, max_small_tokens=args.max_small_tokens,
         )  # fmt: skip

@@ -6,7 +6,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-CANDIDATE_CUES = Path(__file__).resolve().parent.parent / "data" / "candidate_cues.txt"
+_DATA = Path(__file__).resolve().parent.parent / "data"
+CANDIDATE_CUES = _DATA / "candidate_cues.txt"  # the reference implementation's 91 candidates
+# Bundled candidate lists, selectable by name with --cues-file.
+CUE_LISTS = {"paper": CANDIDATE_CUES, "compact": _DATA / "candidate_cues_compact.txt"}
 
 
 class CalibrationInputError(ValueError):
@@ -33,8 +36,17 @@ def load_problems(path: str | Path) -> list[str]:
     return problems
 
 
+def cue_list_path(path_or_name: str | Path | None = None) -> Path:
+    """A cue list file, or a bundled one by name (``paper``, the default, or ``compact``)."""
+    if not path_or_name:
+        return CANDIDATE_CUES
+    if str(path_or_name) in CUE_LISTS and not Path(path_or_name).exists():
+        return CUE_LISTS[str(path_or_name)]
+    return Path(path_or_name)
+
+
 def load_cues(path: str | Path | None = None) -> list[str]:
-    path = Path(path) if path else CANDIDATE_CUES
+    path = cue_list_path(path)
     if not path.is_file():
         raise CalibrationInputError(f"{path}: cue list not found")
     cues = [ln.split("#", 1)[0].strip() for ln in path.read_text().splitlines()]

@@ -7,6 +7,7 @@ import random
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 from relaygen_sgl.cues import SENTENCE_END_REGEX, CueMatcher
 
@@ -24,10 +25,14 @@ def token_margins(top_logprobs: Sequence[Sequence[Sequence[float | int | None]]]
     return out
 
 
+SegmentSpan = Literal["after-cue", "with-cue"]
+SEGMENT_SPANS: tuple[str, ...] = ("after-cue", "with-cue")
+
+
 @dataclass(frozen=True)
 class CueSegment:
     cue: str
-    start_token: int  # first token overlapping the cue
+    start_token: int  # first scored token: after the cue, or the first overlapping it (with-cue)
     end_token: int  # one past the token that holds the sentence end
     start_char: int
     end_char: int
@@ -38,17 +43,32 @@ def cue_segments(
     offsets: Sequence[tuple[int, int]],
     matcher: CueMatcher,
     sentence_end_regex: str = SENTENCE_END_REGEX,
+    span: SegmentSpan = "after-cue",
 ) -> list[CueSegment]:
-    """Each cue occurrence, from the cue to the end of its sentence, in token indices."""
+    """Each cue occurrence's segment up to the end of its sentence, in token indices.
+
+    ``after-cue`` (the paper's span, the default) starts at the first token that begins
+    after the cue: what the small model writes, since the large model wrote the cue and any
+    token that straddles its end.  ``with-cue`` starts at the first token overlapping the cue.
+    Both keep the token holding the sentence end, which the small model writes too (the
+    reference implementation stops one token short of it).
+    """
+    if span not in SEGMENT_SPANS:
+        raise ValueError(f"span must be one of {', '.join(SEGMENT_SPANS)}, got {span!r}")
     end_re = re.compile(sentence_end_regex)
     segs = []
     for hit in matcher.find_all(text):
         m = end_re.search(text, hit.end)
         end_char = m.end() if m else len(text)
-        start_tok = next((i for i, (_, e) in enumerate(offsets) if e > hit.start), len(offsets))
+        if span == "with-cue":
+            start_char = hit.start
+            start_tok = next((i for i, (_, e) in enumerate(offsets) if e > hit.start), len(offsets))
+        else:
+            start_char = hit.end
+            start_tok = next((i for i, (s, _) in enumerate(offsets) if s >= hit.end), len(offsets))
         end_tok = next((i + 1 for i, (s, e) in enumerate(offsets) if e >= end_char), len(offsets))
         if end_tok > start_tok:
-            segs.append(CueSegment(hit.cue, start_tok, end_tok, hit.start, end_char))
+            segs.append(CueSegment(hit.cue, start_tok, end_tok, start_char, end_char))
     return segs
 
 

@@ -13,7 +13,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from relaygen_sgl.calibration.io import repair_jsonl
+import requests
+
+from relaygen_sgl.calibration.io import CalibrationInputError, repair_jsonl
 from relaygen_sgl.relay import THINK_END
 from relaygen_sgl.runtime_client import RuntimeClient
 
@@ -24,6 +26,33 @@ def _messages(problem: str) -> list[dict[str, str]]:
 
 def trace_id(problem_index: int, sample: int) -> str:
     return f"p{problem_index:05d}-s{sample:02d}"
+
+
+def token_limit(client: RuntimeClient) -> int | None:
+    """The most prompt + output tokens one request may hold on this runtime, or None if unknown.
+
+    SGLang's ``max_req_input_len`` is the smaller of the model's context and the KV cache,
+    less a small margin; a request over the context is refused, so traces are clamped to it.
+    """
+    for route in ("/server_info", "/get_server_info"):
+        try:
+            r = requests.get(client.url + route, timeout=60)
+            if r.ok:
+                value = r.json().get("max_req_input_len")
+                return int(value) if value else None
+        except (requests.RequestException, ValueError):
+            continue
+    return None
+
+
+def _check_same_sampling(path: Path, rows: Sequence[dict[str, Any]], sampling: dict[str, Any]) -> None:
+    """Resuming must not mix traces sampled under other settings into one calibration."""
+    for r in rows:
+        if "sampling" in r and r["sampling"] != sampling:
+            raise CalibrationInputError(
+                f"{path}: trace {r['id']} was sampled with {r['sampling']}, this run asks for "
+                f"{sampling}; use another --out or the same sampling options"
+            )
 
 
 def _append_all(path: Path, todo: Sequence[Any], work: Callable[[Any], dict], threads: int,
@@ -56,27 +85,45 @@ def generate_traces(
     threads: int = 4,
     progress: Callable[[], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Sample ``samples`` reasoning traces per problem from the large model (seeded)."""
+    """Sample ``samples`` reasoning traces per problem from the large model (seeded).
+
+    Each trace may use up to ``max_tokens``, clamped to what the runtime's context leaves after
+    the chat-templated prompt.  ``relaygen calibrate`` passes the paper's settings (4 samples,
+    32768 tokens, T 0.6 / top_p 0.95 / top_k 20); these library defaults are the cheap ones.
+    """
     client = RuntimeClient.of(large)
     path = Path(out_path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    done = {r["id"] for r in repair_jsonl(path)}
+    sampling = {"temperature": 0.6, "top_p": 0.95, **(sampling or {})}
+    sampling = {k: v for k, v in sampling.items() if v is not None}
+    if sampling.get("top_k", 1) <= 0:
+        sampling.pop("top_k")  # SGLang's default: no top-k cut
+    record = {**sampling, "max_tokens": max_tokens}
+    existing = repair_jsonl(path)
+    _check_same_sampling(path, existing, record)
+    done = {r["id"] for r in existing}
     todo = [(i, k) for i in range(len(problems)) for k in range(samples)
             if trace_id(i, k) not in done]  # fmt: skip
     tok = client.tokenizer
+    limit = token_limit(client) if todo else None
 
     def work(item: tuple[int, int]) -> dict[str, Any]:
         i, k = item
+        # The model's own chat template, as at inference time.
         prompt = tok.apply_chat_template(_messages(problems[i]), tokenize=False,
                                          add_generation_prompt=True)  # fmt: skip
+        budget = max_tokens
+        if limit is not None:
+            budget = min(max_tokens, limit - len(tok.encode(prompt, add_special_tokens=False)))
+            if budget < 1:
+                raise CalibrationInputError(f"problem {i}: its prompt fills the runtime's context ({limit})")
         item_seed = seed * 1_000_003 + i * 101 + k
-        params = {"temperature": 0.6, "top_p": 0.95, **(sampling or {}),
-                  "max_new_tokens": max_tokens, "stop": [THINK_END], "no_stop_trim": True,
+        params = {**sampling, "max_new_tokens": budget, "stop": [THINK_END], "no_stop_trim": True,
                   "sampling_seed": item_seed}  # fmt: skip
         res = client.generate(text=prompt, sampling_params=params)
         return {"id": trace_id(i, k), "problem_index": i, "sample": k, "seed": item_seed,
-                "problem": problems[i], "reasoning": res.text,
-                "finished": THINK_END in res.text}  # fmt: skip
+                "problem": problems[i], "reasoning": res.text, "sampling": record,
+                "max_new_tokens": budget, "finished": THINK_END in res.text}  # fmt: skip
 
     _append_all(path, todo, work, threads, progress)
     return _sorted(repair_jsonl(path))
@@ -103,6 +150,7 @@ def score_traces(
     done = {r["id"] for r in repair_jsonl(path)}
     todo = [t for t in traces if t["id"] not in done and t["reasoning"]]
     tok = client.tokenizer
+    limit = token_limit(client) if todo else None
 
     def work(tr: dict[str, Any]) -> dict[str, Any]:
         prompt = tok.apply_chat_template(_messages(tr["problem"]), tokenize=False,
@@ -110,6 +158,9 @@ def score_traces(
         prompt_ids = tok.encode(prompt, add_special_tokens=False)
         enc = tok(tr["reasoning"], add_special_tokens=False, return_offsets_mapping=True)
         ids, offsets = enc["input_ids"], [tuple(o) for o in enc["offset_mapping"]]
+        cut = len(ids) if limit is None else max(0, limit - len(prompt_ids) - 1)
+        # A full-length trace can outgrow a small runtime's context: score what fits.
+        ids, offsets = ids[:cut], offsets[:cut]
         res = client.generate(
             input_ids=prompt_ids + ids,
             sampling_params={"max_new_tokens": 1, "temperature": 0},
@@ -123,7 +174,8 @@ def score_traces(
         if len(tops) != len(ids):
             raise RuntimeError(f"trace {tr['id']}: got {len(tops)} logprob rows for {len(ids)} tokens")
         return {"id": tr["id"], "margins": [round(m, 6) for m in token_margins(tops)],
-                "offsets": offsets, "reasoning": tr["reasoning"]}  # fmt: skip
+                "offsets": offsets, "reasoning": tr["reasoning"],
+                "cut": len(enc["input_ids"]) > len(ids)}  # fmt: skip
 
     _append_all(path, todo, work, threads, progress)
     return _sorted(repair_jsonl(path))

@@ -1,0 +1,130 @@
+"""Eval summaries from result rows: pass@1 with a bootstrap CI, speed, truncation, throughput.
+
+Pure functions of ``results.jsonl`` rows (and the per-mode throughput records), so the
+README tables can be rebuilt from the committed ``summary.json`` or from the rows alone.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+CI_LEVEL = 0.95
+CI_RESAMPLES = 10_000
+CI_METHOD = f"percentile bootstrap over problems ({CI_RESAMPLES} resamples, seed 0)"
+
+
+def per_problem_accuracy(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """Each problem's mean correctness over its samples."""
+    by_id: dict[str, list[bool]] = defaultdict(list)
+    for r in rows:
+        by_id[r["id"]].append(bool(r["correct"]))
+    return {i: sum(v) / len(v) for i, v in by_id.items()}
+
+
+def bootstrap_ci(values: Sequence[float], seed: int = 0) -> tuple[float, float] | None:
+    """95% CI of the mean, resampling problems (samples of one problem stay together)."""
+    if len(values) < 2:
+        return None
+    res = stats.bootstrap((np.asarray(values, dtype=float),), np.mean, confidence_level=CI_LEVEL,
+                          n_resamples=CI_RESAMPLES, method="percentile",
+                          rng=np.random.default_rng(seed))  # fmt: skip
+    ci = res.confidence_interval
+    return round(float(ci.low), 4), round(float(ci.high), 4)
+
+
+def _rate(num: float, den: float, nd: int = 3) -> float | None:
+    return round(num / den, nd) if den else None
+
+
+def summarize(
+    rows: Sequence[dict[str, Any]],
+    modes: Sequence[str],
+    throughput: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """One table row per mode: pass@1 (mean over samples, then problems) with its CI, speedup
+    over large-only (mean latency in the same run), utilization, truncation and throughput."""
+    by_mode = {m: [r for r in rows if r["mode"] == m] for m in modes}
+    base = by_mode.get("large_only")
+    base_lat = statistics.mean(r["latency_s"] for r in base) if base else None
+    table = []
+    for m, rs in by_mode.items():
+        if not rs:
+            continue
+        acc = per_problem_accuracy(rs)
+        lat = statistics.mean(r["latency_s"] for r in rs)
+        toks = sum(r["output_tokens"] for r in rs)
+        ci = bootstrap_ci(list(acc.values()))
+        samples = defaultdict(int)
+        for r in rs:
+            samples[r["id"]] += 1
+        tp = (throughput or {}).get(m) or {}
+        table.append({
+            "mode": m, "n": len(rs), "problems": len(acc), "samples_per_problem": max(samples.values()),
+            "accuracy": round(statistics.mean(acc.values()), 4),
+            "ci95": list(ci) if ci else None,
+            "mean_latency_s": round(lat, 3),
+            "speedup_vs_large_only": round(base_lat / lat, 3) if base_lat and lat else None,
+            "large_utilization": round(sum(r["large_tokens"] for r in rs) / toks, 3) if toks else 0.0,
+            "switches_per_problem": round(sum(r["switches"] for r in rs) / len(rs), 2),
+            "mean_output_tokens": round(toks / len(rs), 1),
+            "truncated": sum(bool(r.get("truncated")) for r in rs),
+            "tokens_per_s": _rate(tp.get("output_tokens", 0), tp.get("wall_s", 0)),
+            "problems_per_s": _rate(tp.get("generations", 0), tp.get("wall_s", 0), 4),
+            "throughput_concurrency": tp.get("concurrency"),
+            "throughput_complete": tp.get("complete"),
+        })  # fmt: skip
+    return {"modes": table, "ci": {"level": CI_LEVEL, "method": CI_METHOD}}
+
+
+COLUMNS = [
+    ("mode", "mode"), ("problems", "problems"), ("samples_per_problem", "samples"),
+    ("accuracy", "pass@1"), ("ci95", "95% CI"), ("mean_latency_s", "mean latency s"),
+    ("speedup_vs_large_only", "speedup"), ("large_utilization", "large util."),
+    ("switches_per_problem", "switches"), ("mean_output_tokens", "tokens"),
+    ("truncated", "truncated"), ("tokens_per_s", "tokens/s"), ("problems_per_s", "problems/s"),
+]  # fmt: skip
+
+
+def _cell(key: str, v: Any) -> str:
+    if v is None:
+        return ""
+    if key == "ci95":
+        return f"[{v[0]:.3f}, {v[1]:.3f}]"
+    return str(v)
+
+
+def markdown(summary: dict[str, Any]) -> str:
+    lines = ["| " + " | ".join(h for _, h in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(_cell(k, row.get(k)) for k, _ in COLUMNS) + " |" for row in summary["modes"]]
+    note = summary.get("ci", {}).get("method")
+    return "\n".join(lines) + "\n" + (f"\npass@1: mean over samples, then problems; 95% CI: {note}.\n"
+                                      if note else "")  # fmt: skip
+
+
+def plot(summary: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 4))
+    for row in summary["modes"]:
+        x, y = row["speedup_vs_large_only"] or 0.0, row["accuracy"]
+        ci = row.get("ci95")
+        yerr = [[y - ci[0]], [ci[1] - y]] if ci else None
+        ax.errorbar([x], [y], yerr=yerr, fmt="o", capsize=3)
+        ax.annotate(row["mode"], (x, y), textcoords="offset points", xytext=(5, 5))
+    ax.set_xlabel("speedup vs large-only (mean latency, same run)")
+    ax.set_ylabel("pass@1 (95% CI)")
+    ax.set_ylim(-0.05, 1.05)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

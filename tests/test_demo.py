@@ -1,0 +1,57 @@
+"""The demo's rendering and speed line (no servers)."""
+
+from __future__ import annotations
+
+import io
+
+from evals.demo import format_speed, legend, render, speed_summary, use_colour
+from relaygen_sgl.relay import RelayStats, Segment
+
+SEGMENTS = [
+    Segment("large", "reasoning", "We add 12 and 30. So", 6, cue="So"),
+    Segment("small", "finish", " the sum is 42.", 5),
+    Segment("large", "reasoning", "<think>", 1),
+    Segment("large", "reasoning", " Done", 1),
+    Segment("small", "answer", "", 0),
+    Segment("small", "answer", " \\boxed{42}", 4),
+]
+
+
+def test_tags_mark_each_models_part():
+    assert render(SEGMENTS, colour=False) == (
+        "[L]We add 12 and 30. So[S] the sum is 42.[L]<think> Done[S] \\boxed{42}"
+    )
+    assert legend(False) == "[L] large model  [S] small model"
+
+
+def test_colour_marks_each_models_part():
+    out = render(SEGMENTS[:2], colour=True)
+    assert out == "\x1b[1;34mWe add 12 and 30. So\x1b[0m\x1b[32m the sum is 42.\x1b[0m"
+    assert "[L]" not in out
+
+
+def test_colour_only_on_a_terminal(monkeypatch):
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    assert use_colour("auto", Tty()) and not use_colour("auto", io.StringIO())
+    assert use_colour("always", io.StringIO()) and not use_colour("never", Tty())
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert not use_colour("auto", Tty())
+
+
+def stats(large: int, small: int, latency: float) -> RelayStats:
+    return RelayStats(mode="relay", handoff="ids", large_tokens=large, small_tokens=small, latency_s=latency)
+
+
+def test_speed_line_from_both_passes():
+    relay = [stats(60, 40, 10.0), stats(30, 70, 20.0)]
+    base = [stats(100, 0, 30.0), stats(100, 0, 30.0)]
+    s = speed_summary(relay, base, relay_wall_s=20.0, base_wall_s=30.0)
+    assert s["large_utilization"] == 0.45 and s["speedup"] == 2.0 and s["per_token_speedup"] == 1.5
+    line = format_speed(s, 2)
+    assert "speedup 2.0x over the large model alone" in line and "utilization 45.0%" in line
+    only = speed_summary(relay, [], 20.0, 0.0)
+    assert "speedup" not in only and "speedup" not in format_speed(only, 2)
