@@ -263,6 +263,15 @@ class RuntimeClient:
             return await asyncio.to_thread(lambda: self.tokenizer)
         return self._tokenizer
 
+    def tokenize(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        """The ids the runtime itself makes of ``text`` (its tokenizer, its settings)."""
+        body = {"prompt": text, "add_special_tokens": add_special_tokens}
+        return list(self._request("POST", "/tokenize", json=body, timeout=60).json()["tokens"])
+
+    async def atokenize(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        body = {"prompt": text, "add_special_tokens": add_special_tokens}
+        return list((await self._arequest("POST", "/tokenize", json=body, timeout=60)).json()["tokens"])
+
     # -- generation ------------------------------------------------------------------------
     def generate(self, *, text: str | None = None, input_ids: list[int] | None = None,
                  sampling_params: dict[str, Any] | None = None, **extra: Any) -> GenerateResult:  # fmt: skip

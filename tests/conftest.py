@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import json
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
+import requests
 
-from relaygen_sgl.runtimes import RuntimePair
+from relaygen_sgl.runtimes import RuntimePair, free_port
 from relaygen_sgl.tiny_models import TinyPair, build_tiny_pair
+
+TINY_PROFILE = {
+    "large_model": "tiny-large", "small_model": "tiny-small",
+    "cues": ["So", "Therefore,", "Thus", "Now,", "Wait,", "Alternatively,", "Similarly,"],
+}  # fmt: skip
+QUESTION = [{"role": "user", "content": "What is 12 + 30?"}]
 
 # Tiny models take ~1 min to build; keep them between runs unless told not to.
 TINY_DIR = Path(os.environ.get("RELAYGEN_TINY_DIR", Path.home() / ".cache" / "relaygen" / "tiny"))
@@ -30,3 +42,38 @@ def runtimes(tiny_pair: TinyPair, tmp_path_factory: pytest.TempPathFactory):
     )
     with pair:
         yield pair
+
+
+def start_relay_server(tmp_path: Path, large_url: str, small_url: str, name: str, *extra: str):
+    """`relaygen serve` in front of two runtimes, in its own process group; returns (proc, url)."""
+    profile = tmp_path / f"{name}-profile.json"
+    profile.write_text(json.dumps(TINY_PROFILE))
+    port = free_port()
+    log = open(tmp_path / f"{name}.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "relaygen_sgl.cli", "serve", "--large-url", large_url,
+         "--small-url", small_url, "--profile", str(profile), "--port", str(port),
+         "--max-input-tokens", "512", "--default-max-tokens", "200", *extra],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while True:
+        assert proc.poll() is None, (tmp_path / f"{name}.log").read_text()[-2000:]
+        try:
+            requests.get(f"{url}/v1/models", timeout=2)
+            break
+        except requests.ConnectionError:
+            assert time.monotonic() < deadline, "relay server did not come up"
+            time.sleep(0.3)
+    return proc, url
+
+
+def stop_process(proc: subprocess.Popen) -> None:
+    """Stop a process group we started, by PID."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=15)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()

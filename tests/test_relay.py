@@ -9,9 +9,8 @@ from pathlib import Path
 import pytest
 
 from relaygen_sgl.profile import CueProfile
-from relaygen_sgl.relay import THINK_END, RelayError, relay_generate
+from relaygen_sgl.relay import THINK_END, RelayError, RelayPair, relay_generate
 from relaygen_sgl.relay.machine import CLOSE_THINK
-from relaygen_sgl.runtime_client import RuntimeClient
 from relaygen_sgl.runtimes import SGLangRuntime, process_group_alive
 
 TINY_PROFILE = CueProfile.from_dict({
@@ -136,13 +135,14 @@ def test_runtime_dying_mid_request_is_a_clear_error(runtimes, tiny_pair, tmp_pat
     victim = SGLangRuntime(tiny_pair.small, name="victim", log_dir=tmp_path, max_total_tokens=4096)
     with victim:
         pid = victim.pid
-        assert RuntimeClient.of(victim).tokenizer  # load it now so the kill lands mid-generation
+        pair = RelayPair(runtimes.large, victim)
+        assert pair.small.tokenizer  # load it now so the kill lands mid-generation
         killer = threading.Timer(1.5, victim.stop)
         killer.start()
         t0 = time.monotonic()
         with pytest.raises(RelayError, match="small runtime failed") as err:
             relay_generate(
-                messages=QUESTION, large=runtimes.large, small=victim, mode="small_only",
+                messages=QUESTION, large=pair, mode="small_only",
                 sampling={"ignore_eos": True}, max_tokens=1800,
             )  # fmt: skip
         killer.join()

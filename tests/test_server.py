@@ -3,67 +3,25 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import openai
 import pytest
 import requests
+from conftest import QUESTION, start_relay_server, stop_process
 
 from relaygen_sgl.runtimes import free_port
-
-TINY_PROFILE = {
-    "large_model": "tiny-large", "small_model": "tiny-small",
-    "cues": ["So", "Therefore,", "Thus", "Now,", "Wait,", "Alternatively,", "Similarly,"],
-}  # fmt: skip
-QUESTION = [{"role": "user", "content": "What is 12 + 30?"}]
-
-
-def _start_server(tmp_path: Path, large_url: str, small_url: str, name: str):
-    profile = tmp_path / f"{name}-profile.json"
-    profile.write_text(json.dumps(TINY_PROFILE))
-    port = free_port()
-    log = open(tmp_path / f"{name}.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "relaygen_sgl.cli", "serve", "--large-url", large_url,
-         "--small-url", small_url, "--profile", str(profile), "--port", str(port),
-         "--max-input-tokens", "512", "--default-max-tokens", "200"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        assert proc.poll() is None, (tmp_path / f"{name}.log").read_text()[-2000:]
-        try:
-            requests.get(f"{url}/v1/models", timeout=2)
-            break
-        except requests.ConnectionError:
-            assert time.monotonic() < deadline, "relay server did not come up"
-            time.sleep(0.3)
-    return proc, url
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=15)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
 
 
 @pytest.fixture(scope="module")
 def server(runtimes, tmp_path_factory):
-    proc, url = _start_server(tmp_path_factory.mktemp("relay-server"), runtimes.large.url,
+    proc, url = start_relay_server(tmp_path_factory.mktemp("relay-server"), runtimes.large.url,
                               runtimes.small.url, "ok")  # fmt: skip
     try:
         yield url
     finally:
-        _stop(proc)
+        stop_process(proc)
 
 
 @pytest.fixture
@@ -166,7 +124,7 @@ def test_openai_client_raises_on_unknown_model(client):
 
 def test_dead_runtime_gives_503_and_server_stays_up(runtimes, tmp_path: Path):
     dead = f"http://127.0.0.1:{free_port()}"
-    proc, url = _start_server(tmp_path, runtimes.large.url, dead, "dead")
+    proc, url = start_relay_server(tmp_path, runtimes.large.url, dead, "dead")
     try:
         c = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
         with pytest.raises(openai.APIStatusError) as err:
@@ -177,5 +135,5 @@ def test_dead_runtime_gives_503_and_server_stays_up(runtimes, tmp_path: Path):
         ok = c.chat.completions.create(model="relaygen-large-only", messages=QUESTION, max_tokens=20)
         assert ok.usage.completion_tokens > 0
     finally:
-        _stop(proc)
+        stop_process(proc)
     assert proc.poll() is not None

@@ -35,11 +35,9 @@ def new_request_id() -> str:
     return f"relaygen-{uuid.uuid4().hex}"  # fixed length: no request's rids prefix another's
 
 
-def _machine(pair: RelayPair, tokenizers: dict[Role, Any], handoff: str, prompt: Any, messages: Any,
-             profile: CueProfile | None, config: RelayConfig, chat_template_kwargs: dict[str, Any] | None,
+def _machine(texts: dict[Role, str], ids: dict[Role, list[int]] | None, tokenizers: dict[Role, Any],
+             profile: CueProfile | None, config: RelayConfig,
              request_id: str | None) -> RelayMachine:  # fmt: skip
-    texts, ids = render_prompts(prompt, messages, tokenizers, handoff=handoff,
-                                chat_template_kwargs=chat_template_kwargs)  # fmt: skip
     return RelayMachine(config=config, profile=profile, prompts=texts, prompt_ids=ids, codecs=tokenizers,
                         request_id=request_id or new_request_id())  # fmt: skip
 
@@ -57,9 +55,13 @@ def prepare(pair: RelayPair, config: RelayConfig, prompt: Any = None, messages: 
     try:
         mode = pair.handoff(used, handoff)
         toks = {r: pair.clients[r].tokenizer for r in used}
+        texts, ids = render_prompts(prompt, messages, toks, handoff=mode,
+                                    chat_template_kwargs=chat_template_kwargs)  # fmt: skip
+        if mode == "ids" and ids is None:
+            ids = {r: pair.clients[r].tokenize(texts[r], add_special_tokens=messages is None) for r in used}
     except RUNTIME_FAULTS as e:
         raise RelayError(f"could not prepare the relay: {e}") from e
-    return _machine(pair, toks, mode, prompt, messages, profile, config, chat_template_kwargs, request_id)
+    return _machine(texts, ids, toks, profile, config, request_id)
 
 
 async def aprepare(pair: RelayPair, config: RelayConfig, prompt: Any = None, messages: Any = None, *,
@@ -70,9 +72,14 @@ async def aprepare(pair: RelayPair, config: RelayConfig, prompt: Any = None, mes
     try:
         mode = await pair.ahandoff(used, handoff)
         toks = {r: await pair.clients[r].atokenizer() for r in used}
+        texts, ids = render_prompts(prompt, messages, toks, handoff=mode,
+                                    chat_template_kwargs=chat_template_kwargs)  # fmt: skip
+        if mode == "ids" and ids is None:
+            ids = {r: await pair.clients[r].atokenize(texts[r], add_special_tokens=messages is None)
+                   for r in used}  # fmt: skip
     except RUNTIME_FAULTS as e:
         raise RelayError(f"could not prepare the relay: {e}") from e
-    return _machine(pair, toks, mode, prompt, messages, profile, config, chat_template_kwargs, request_id)
+    return _machine(texts, ids, toks, profile, config, request_id)
 
 
 # -- sync ----------------------------------------------------------------------------------

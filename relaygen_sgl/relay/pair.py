@@ -79,7 +79,9 @@ def render_prompts(
     handoff: str,
     chat_template_kwargs: dict[str, Any] | None = None,
 ) -> tuple[dict[Role, str], dict[Role, list[int]] | None]:
-    """Each runtime's prompt text (its own chat template) and, for id handoff, its ids."""
+    """Each runtime's prompt text (its own chat template), and the ids of a token-id prompt.
+    Text prompts are tokenized by the runtimes themselves (:func:`runtime_prompt_ids`), so
+    the ids are exactly what a text request would prefill."""
     if (prompt is None) == (messages is None):
         raise ValueError("pass exactly one of prompt= or messages=")
     roles = list(tokenizers)
@@ -98,9 +100,4 @@ def render_prompts(
         texts = {r: tokenizers[r].apply_chat_template(list(messages), tokenize=False,
                                                       add_generation_prompt=True, **kwargs)
                  for r in roles}  # fmt: skip
-    if handoff != "ids":
-        return texts, None
-    # Chat templates already carry any BOS; raw prompts get the tokenizer's default.
-    add_special = messages is None
-    tok = tokenizers[roles[0]]
-    return texts, {r: tok.encode(t, add_special_tokens=add_special) for r, t in texts.items()}
+    return texts, None

@@ -1,0 +1,254 @@
+"""The relay server as the clients that use it see it: token streaming, stop strings, prompt
+forms, usage, n, abort on disconnect, SGLang's native API, concurrency, faults and leaks.
+Real servers on the tiny pair, real HTTP, nothing mocked."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+import requests
+from conftest import QUESTION, start_relay_server, stop_process
+
+from relaygen_sgl.runtime_client import RuntimeClient
+from relaygen_sgl.runtimes import SGLangRuntime
+
+PROMPT = "<|im_start|>user\nWhat is 7 + 8?<|im_end|>\n<|im_start|>assistant\n"
+
+
+@pytest.fixture(scope="module")
+def server(runtimes, tmp_path_factory):
+    proc, url = start_relay_server(tmp_path_factory.mktemp("relay-protocols"), runtimes.large.url,
+                                   runtimes.small.url, "protocols")  # fmt: skip
+    try:
+        yield proc, url
+    finally:
+        stop_process(proc)
+
+
+@pytest.fixture
+def url(server) -> str:
+    return server[1]
+
+
+@pytest.fixture
+def client(url) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+
+
+def _wait_idle(client: RuntimeClient, timeout: float = 8.0) -> float:
+    """Seconds until the runtime runs no request (fails the test past ``timeout``)."""
+    t0 = time.monotonic()
+    while client.running_requests():
+        assert time.monotonic() - t0 < timeout, "the runtime is still generating for a gone client"
+        time.sleep(0.2)
+    return time.monotonic() - t0
+
+
+def test_streaming_is_per_token_and_tagged_with_the_model(client):
+    deltas = []
+    for chunk in client.chat.completions.create(model="relaygen", messages=QUESTION, max_tokens=200,
+                                                temperature=0.8, seed=1, stream=True):  # fmt: skip
+        d = chunk.choices[0].delta if chunk.choices else None
+        if d is not None and (d.content or (d.model_extra or {}).get("reasoning_content")):
+            deltas.append(d)
+        last = chunk
+    stats = last.model_extra["relaygen"]
+    turns = stats["calls"]
+    # Many chunks per turn, not one per segment.
+    assert len(deltas) >= 2 * turns and len(deltas) > 10
+    models = {(d.model_extra or {}).get("relaygen_model") for d in deltas}
+    assert models <= {"large", "small"} and "large" in models
+    if stats["small_tokens"]:
+        assert "small" in models
+
+
+def test_stop_strings_cut_the_relayed_output(client):
+    free = client.completions.create(model="relaygen", prompt=PROMPT, max_tokens=120, temperature=0, seed=2)
+    text = free.choices[0].text
+    stop = next(c for c in ("+", "=", ".") if c in text)
+    r = client.completions.create(model="relaygen", prompt=PROMPT, max_tokens=120, temperature=0, seed=2,
+                                  stop=[stop, "never-seen"])  # fmt: skip
+    assert r.choices[0].finish_reason == "stop"
+    assert stop not in r.choices[0].text
+    assert text.startswith(r.choices[0].text)
+    streamed = "".join(c.choices[0].text for c in client.completions.create(
+        model="relaygen", prompt=PROMPT, max_tokens=120, temperature=0, seed=2, stop=stop, stream=True)
+        if c.choices)  # fmt: skip
+    assert stop not in streamed
+
+
+def test_completions_take_lists_and_token_ids(client, runtimes):
+    ids = RuntimeClient.of(runtimes.large).tokenizer.encode(PROMPT)
+    for prompt, n_choices in ((PROMPT, 1), ([PROMPT, "<|im_start|>user\nHi<|im_end|>\n"], 2), (ids, 1),
+                              ([ids, ids[:-3]], 2)):  # fmt: skip
+        r = client.completions.create(model="relaygen-large-only", prompt=prompt, max_tokens=8, temperature=0)
+        assert [c.index for c in r.choices] == list(range(n_choices))
+        assert all(c.text for c in r.choices)
+    same = client.completions.create(model="relaygen-large-only", prompt=PROMPT, max_tokens=8, temperature=0)
+    by_ids = client.completions.create(model="relaygen-large-only", prompt=ids, max_tokens=8, temperature=0)
+    assert same.choices[0].text == by_ids.choices[0].text
+
+
+def test_usage_n_and_include_usage(client):
+    r = client.chat.completions.create(model="relaygen", messages=QUESTION, max_tokens=120, n=2, seed=4,
+                                       temperature=0.8,
+                                       extra_body={"top_k": 20, "min_p": 0.05, "an_unknown_field": 1,
+                                                   "chat_template_kwargs": {"enable_thinking": True}},
+                                       )  # fmt: skip
+    assert [c.index for c in r.choices] == [0, 1]
+    stats = r.model_extra["relaygen"]
+    assert len(stats) == 2
+    assert r.usage.completion_tokens == sum(s["output_tokens"] for s in stats)
+    assert r.usage.prompt_tokens > 0
+    assert r.usage.completion_tokens_details.reasoning_tokens <= r.usage.completion_tokens
+    assert r.usage.prompt_tokens_details is not None
+    chunks = list(client.chat.completions.create(model="relaygen", messages=QUESTION, max_tokens=60,
+                                                 seed=4, stream=True,
+                                                 stream_options={"include_usage": True}))  # fmt: skip
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens > 0
+    assert all(c.usage is None for c in chunks[:-1])
+    # A second identical request finds its prompt in the radix cache.
+    again = client.chat.completions.create(model="relaygen", messages=QUESTION, max_tokens=4, seed=4)
+    assert again.usage.prompt_tokens_details.cached_tokens > 0
+
+
+def test_a_disconnect_aborts_the_runtime_calls(url, runtimes):
+    large = RuntimeClient.of(runtimes.large)
+    body = {"model": "relaygen-large-only", "messages": QUESTION, "max_tokens": 4000, "ignore_eos": True}
+    # Streaming: read a few chunks, then hang up.
+    with httpx.Client(timeout=30) as c, c.stream("POST", f"{url}/v1/chat/completions",
+                                                  json={**body, "stream": True}) as resp:  # fmt: skip
+        lines = resp.iter_lines()
+        for _ in range(5):
+            next(lines)
+        assert large.running_requests() == 1
+    _wait_idle(large)
+    # Not streaming: the client gives up after a second.
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{url}/v1/chat/completions", json=body, timeout=httpx.Timeout(30, read=1.5))
+    _wait_idle(large)
+
+
+def test_native_generate_through_sglang_runtime_endpoint(url):
+    import sglang as sgl
+
+    backend = sgl.RuntimeEndpoint(url)
+
+    @sgl.function
+    def solve(s, question):
+        s += "<|im_start|>user\n" + question + "<|im_end|>\n<|im_start|>assistant\n"
+        s += sgl.gen("answer", max_tokens=160, temperature=0.8)
+        s += "\nSure? " + sgl.select("sure", choices=["yes", "no"])
+
+    state = solve.run(question="What is 12 + 30?", backend=backend)
+    meta = state.get_meta_info("answer")
+    assert state["answer"] and meta["relaygen"]["mode"] == "relay"
+    assert meta["completion_tokens"] == meta["relaygen"]["output_tokens"]
+    assert state["sure"] in ("yes", "no")
+    # Streaming through the same endpoint.
+    streamed = solve.run(question="What is 3 + 4?", backend=backend, stream=True)
+    chunks = list(streamed.text_iter("answer"))
+    assert len(chunks) > 2
+    info = requests.get(f"{url}/get_model_info", timeout=10).json()
+    assert info["model_path"] and set(info["relaygen"]) >= {"large", "small"}
+    assert requests.post(f"{url}/flush_cache", timeout=30).status_code == 200
+
+
+def test_more_concurrent_requests_than_the_old_thread_cap(url, runtimes):
+    """Two dozen relays in flight at once on one event loop (a thread pool ran six at a time)."""
+    large = RuntimeClient.of(runtimes.large)
+    body = {"model": "relaygen-large-only", "messages": QUESTION, "max_tokens": 400, "ignore_eos": True}
+    peak, errors = 0, []
+
+    def one(i: int) -> None:
+        try:
+            r = requests.post(f"{url}/v1/chat/completions", json={**body, "seed": i}, timeout=300)
+            r.raise_for_status()
+        except requests.RequestException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(24)]
+    for t in threads:
+        t.start()
+    while any(t.is_alive() for t in threads):
+        peak = max(peak, large.running_requests())
+        time.sleep(0.1)
+    assert not errors
+    assert peak > 12
+
+
+def _fds_and_threads(pid: int) -> tuple[int, int]:
+    return len(os.listdir(f"/proc/{pid}/fd")), len(os.listdir(f"/proc/{pid}/task"))
+
+
+def test_nothing_leaks_after_load(server, runtimes, client):
+    proc, url = server
+    client.chat.completions.create(model="relaygen", messages=QUESTION, max_tokens=20)  # warm pools
+    time.sleep(6)  # idle keep-alive connections expire after 5 s
+    fds0, threads0 = _fds_and_threads(proc.pid)
+    errors = []
+
+    def one(i: int) -> None:
+        try:
+            kw = dict(model="relaygen", messages=QUESTION, max_tokens=60, seed=i)
+            if i % 2:
+                list(client.chat.completions.create(stream=True, **kw))
+            else:
+                client.chat.completions.create(**kw)
+        except openai.OpenAIError as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(32)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert RuntimeClient.of(runtimes.large).running_requests() == 0
+    deadline = time.monotonic() + 20
+    while True:
+        fds, threads_now = _fds_and_threads(proc.pid)
+        if fds <= fds0 + 2 and threads_now <= threads0:
+            break
+        assert time.monotonic() < deadline, f"fds {fds0} -> {fds}, threads {threads0} -> {threads_now}"
+        time.sleep(1)
+
+
+def test_a_runtime_killed_mid_stream_is_an_sse_error_then_503_then_recovery(runtimes, tiny_pair,
+                                                                            tmp_path: Path):  # fmt: skip
+    victim = SGLangRuntime(tiny_pair.small, name="victim", log_dir=tmp_path, max_total_tokens=4096)
+    victim.start()
+    port = victim.port
+    proc, url = start_relay_server(tmp_path, runtimes.large.url, victim.url, "victim")
+    try:
+        body = {"model": "relaygen-small-only", "messages": QUESTION, "max_tokens": 3000, "ignore_eos": True,
+                "stream": True}  # fmt: skip
+        events = []
+        with httpx.Client(timeout=60) as c, c.stream("POST", f"{url}/v1/chat/completions", json=body) as resp:
+            for line in resp.iter_lines():
+                if line.startswith("data:"):
+                    events.append(line[5:].strip())
+                    if len(events) == 3:
+                        victim.stop()
+        assert events[-1] == "[DONE]"
+        err = json.loads(events[-2])["error"]
+        assert err["type"] == "service_unavailable" and "small runtime" in err["message"]
+        assert requests.get(f"{url}/health", timeout=10).status_code == 503
+        r = requests.post(f"{url}/v1/chat/completions", json={**body, "stream": False, "max_tokens": 5})
+        assert r.status_code == 503
+        # Back on the same port: the server serves again.
+        victim = SGLangRuntime(tiny_pair.small, name="victim", port=port, log_dir=tmp_path / "again",
+                               max_total_tokens=4096).start()  # fmt: skip
+        assert requests.get(f"{url}/health", timeout=10).status_code == 200
+        r = requests.post(f"{url}/v1/chat/completions", json={**body, "stream": False, "max_tokens": 5})
+        assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 5
+    finally:
+        stop_process(proc)
+        victim.stop()
