@@ -4,7 +4,8 @@ Both runtimes serve the large model at once (each idle one sleeps); the measurem
 alternate between them, in a different order each repeat, so drift on a noisy machine
 cancels.  Single stream and batch 8, every request decoding exactly ``--tokens`` tokens
 (``ignore_eos``).  ``--agreement N`` then solves the first N GSM8K problems greedily with
-both and reports how many outputs and answers agree.
+both (one server at a time) and reports how many outputs and answers agree.  Each phase's
+results are saved as it ends, so a rerun resumes.
 
     python -m evals.bench_dtype --repeats 2 --agreement 10 --out evals/results/dtype
 """
@@ -60,20 +61,24 @@ def speed(clients: dict[str, RuntimeClient], repeats: int, tokens: int) -> dict[
     return out
 
 
-def agreement(clients: dict[str, RuntimeClient], n: int, max_tokens: int) -> dict[str, Any]:
+def solve(client: RuntimeClient, n: int, max_tokens: int) -> list[str]:
+    """Greedy outputs for the first ``n`` GSM8K problems, all in flight at once."""
+    from evals.datasets import load_dataset
+
+    tok = client.tokenizer
+    prompts = [tok.apply_chat_template(p.messages(), tokenize=False, add_generation_prompt=True)
+               for p in load_dataset("gsm8k", n)]  # fmt: skip
+    params = {"max_new_tokens": max_tokens, "temperature": 0}
+    with ThreadPoolExecutor(len(prompts)) as pool:
+        futures = [pool.submit(client.generate, text=t, sampling_params=params) for t in prompts]
+        return [f.result().text for f in futures]
+
+
+def agreement(outputs: dict[str, list[str]], n: int, max_tokens: int) -> dict[str, Any]:
     from evals.datasets import load_dataset
     from evals.grading import extract_answer, is_correct
 
     problems = load_dataset("gsm8k", n)
-    tok = clients["bfloat16"].tokenizer
-    prompts = [tok.apply_chat_template(p.messages(), tokenize=False, add_generation_prompt=True)
-               for p in problems]  # fmt: skip
-    outputs: dict[str, list[str]] = {}
-    for d, client in clients.items():
-        params = {"max_new_tokens": max_tokens, "temperature": 0}
-        with ThreadPoolExecutor(len(prompts)) as pool:
-            futures = [pool.submit(client.generate, text=t, sampling_params=params) for t in prompts]
-            outputs[d] = [f.result().text for f in futures]
     rows = []
     for i, p in enumerate(problems):
         a, b = outputs["float32"][i], outputs["bfloat16"][i]
@@ -130,19 +135,36 @@ def main(argv: list[str] | None = None) -> int:
     f32_path = args.float32_model if Path(args.float32_model, "config.json").exists() else args.bfloat16_model
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    with ExitStack() as stack:
-        runtimes = {d: SGLangRuntime(path, name=d, device="cpu", dtype=d,
-                                     max_total_tokens=args.max_total_tokens, log_dir=out / "logs")
-                    for d, path in (("float32", f32_path), ("bfloat16", args.bfloat16_model))}  # fmt: skip
-        for rt in runtimes.values():
-            stack.enter_context(rt)
-        clients = {d: RuntimeClient(rt.url, d) for d, rt in runtimes.items()}
-        for c in clients.values():  # warm-up: first-request paths out of the timing
-            c.generate(text=PROMPT, sampling_params={"max_new_tokens": 4})
-        res: dict[str, Any] = {"float32_model": f32_path, "bfloat16_model": args.bfloat16_model,
-                               "speed": speed(clients, args.repeats, args.tokens)}  # fmt: skip
-        if args.agreement:
-            res["agreement"] = agreement(clients, args.agreement, args.agreement_max_tokens)
+    paths = {"float32": f32_path, "bfloat16": args.bfloat16_model}
+
+    def runtime(d: str) -> SGLangRuntime:
+        return SGLangRuntime(paths[d], name=d, device="cpu", dtype=d,
+                             max_total_tokens=args.max_total_tokens, log_dir=out / "logs")  # fmt: skip
+
+    speed_file = out / "speed.json"
+    if speed_file.exists():  # resumable: the speed phase is done
+        speed_res = json.loads(speed_file.read_text())
+    else:
+        with ExitStack() as stack:
+            runtimes = {d: stack.enter_context(runtime(d)) for d in DTYPES}
+            clients = {d: RuntimeClient(rt.url, d) for d, rt in runtimes.items()}
+            for c in clients.values():  # warm-up: first-request paths out of the timing
+                c.generate(text=PROMPT, sampling_params={"max_new_tokens": 4})
+            speed_res = speed(clients, args.repeats, args.tokens)
+        speed_file.write_text(json.dumps(speed_res, indent=2))
+    res: dict[str, Any] = {"float32_model": f32_path, "bfloat16_model": args.bfloat16_model,
+                           "speed": speed_res}  # fmt: skip
+    if args.agreement:
+        # One server at a time: the float32 1.5B model alone takes 8 GB of RAM.
+        outputs = {}
+        for d in DTYPES:
+            f = out / f"agreement-{d}.json"
+            if not f.exists():
+                with runtime(d) as rt:
+                    f.write_text(json.dumps(solve(RuntimeClient(rt.url, d), args.agreement,
+                                                  args.agreement_max_tokens)))  # fmt: skip
+            outputs[d] = json.loads(f.read_text())
+        res["agreement"] = agreement(outputs, args.agreement, args.agreement_max_tokens)
     (out / "bench_dtype.json").write_text(json.dumps(res, indent=2))
     (out / "bench_dtype.md").write_text(markdown(res))
     print(markdown(res))

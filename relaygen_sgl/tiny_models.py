@@ -22,6 +22,9 @@ SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 THINK_TOKENS = ["<think>", "</think>"]
 BUILD_VERSION = "3"  # bump when the recipe changes so cached folders are rebuilt
 
+# The cues the tiny models were trained to emit: the tests' and the benches' cue list.
+TINY_CUES = ["So", "Therefore,", "Thus", "Now,", "Wait,", "Alternatively,", "Similarly,"]
+
 CUE_SENTENCES = [
     "So {a} + {b} = {s}.",
     "Therefore, the sum is {s}.",
