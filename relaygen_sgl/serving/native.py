@@ -138,6 +138,8 @@ async def flush_cache(service: RelayService) -> dict[str, Any]:
     try:
         for c in service.pair.clients.values():
             await c.aflush_cache()
-    except (RuntimeUnavailable, RuntimeRequestError) as e:
+    except RuntimeRequestError as e:  # SGLang refuses while requests are running
+        raise APIError(400, str(e)) from e
+    except RuntimeUnavailable as e:
         raise unavailable(str(e)) from e
     return {"flushed": ["large", "small"]}
