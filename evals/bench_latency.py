@@ -231,7 +231,7 @@ def run_bench(
 ) -> dict[str, Any]:
     from tqdm import tqdm
 
-    from relaygen_sgl.calibration.io import repair_jsonl
+    from relaygen_sgl.jsonl import repair_jsonl
     from relaygen_sgl.runtime_client import RuntimeClient
 
     out_dir.mkdir(parents=True, exist_ok=True)

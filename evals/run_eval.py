@@ -32,7 +32,7 @@ from tqdm import tqdm
 from evals.datasets import DATASETS, Problem, load_dataset
 from evals.grading import THINKING_CHOICES, grade, thinks
 from evals.summary import markdown, plot, summarize
-from relaygen_sgl.calibration.io import repair_jsonl
+from relaygen_sgl.jsonl import repair_jsonl
 from relaygen_sgl.pair_args import add_pair_args, open_pair
 from relaygen_sgl.profile import CueProfile
 from relaygen_sgl.relay import MODES, RelayError, relay_generate, runtimes_used

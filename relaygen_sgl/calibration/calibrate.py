@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from relaygen_sgl.calibration.io import CUE_LISTS, cue_list_path, load_cues, load_problems, read_jsonl
+from relaygen_sgl.calibration.io import CUE_LISTS, cue_list_path, load_cues, load_problems
 from relaygen_sgl.calibration.margins import (
     SEGMENT_SPANS,
     CueStat,
@@ -21,6 +21,7 @@ from relaygen_sgl.calibration.margins import (
     cue_statistics,
 )
 from relaygen_sgl.cues import SENTENCE_END_REGEX, CueMatcher
+from relaygen_sgl.jsonl import read_jsonl
 from relaygen_sgl.profile import CueProfile
 
 

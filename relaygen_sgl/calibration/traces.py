@@ -15,7 +15,8 @@ from typing import Any
 
 import requests
 
-from relaygen_sgl.calibration.io import CalibrationInputError, repair_jsonl
+from relaygen_sgl.calibration.io import CalibrationInputError
+from relaygen_sgl.jsonl import repair_jsonl
 from relaygen_sgl.relay import THINK_END
 from relaygen_sgl.runtime_client import RuntimeClient
 
