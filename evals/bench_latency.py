@@ -70,7 +70,9 @@ def call_ratio(rows: Sequence[dict[str, Any]]) -> float | None:
     HTTP and prefill overhead, so short small-model calls look costlier than pure decode."""
     tot = {"large": [0.0, 0], "small": [0.0, 0]}
     for r in rows:
-        for c in r.get("calls", []):
+        # Rows from before RelayStats.summary() was recorded keep their call list under "calls".
+        calls = r.get("call_records", r.get("calls"))
+        for c in calls if isinstance(calls, list) else []:
             tot[c["runtime"]][0] += c["latency_s"]
             tot[c["runtime"]][1] += c["completion_tokens"]
     if not tot["large"][1] or not tot["small"][1]:
@@ -194,28 +196,26 @@ def decode_probe(client: Any, tokens: int = 64, reps: int = 3) -> dict[str, Any]
             "samples_s": [round(x, 6) for x in per]}  # fmt: skip
 
 
-def _timed(p: Any, mode: str, *, large: Any, small: Any, profile: Any, sampling: dict[str, Any],
+def _timed(p: Any, mode: str, *, pair: Any, profile: Any, sampling: dict[str, Any],
            max_tokens: int) -> dict[str, Any]:  # fmt: skip
+    """One timed request: its stats' summary, per-token latency and every call's record."""
+    from dataclasses import asdict
+
     from relaygen_sgl.relay import relay_generate
 
-    res = relay_generate(messages=p.messages(), large=large, small=small, profile=profile,
+    res = relay_generate(messages=p.messages(), large=pair, profile=profile,
                          mode=mode, sampling=sampling, max_tokens=max_tokens,  # type: ignore[arg-type]
                          seed=sampling.get("sampling_seed"))  # fmt: skip
-    st = res.stats
-    return {"latency_s": round(st.latency_s, 5), "output_tokens": st.output_tokens,
-            "large_tokens": st.large_tokens, "small_tokens": st.small_tokens, "switches": st.switches,
-            "finish_reason": st.finish_reason,
-            "per_token_s": round(st.latency_s / st.output_tokens, 6) if st.output_tokens else None,
-            "calls": [{"runtime": c.runtime, "kind": c.kind, "prompt_tokens": c.prompt_tokens,
-                       "cached_tokens": c.cached_tokens, "completion_tokens": c.completion_tokens,
-                       "latency_s": round(c.latency_s, 5)} for c in st.calls]}  # fmt: skip
+    st = res.stats.summary()
+    per_token = round(st["latency_s"] / st["output_tokens"], 6) if st["output_tokens"] else None
+    return {**st, "per_token_s": per_token, "call_records": [asdict(c) for c in res.stats.calls]}
 
 
 def run_bench(
     problems: Sequence[Any],
     *,
     large: Any,
-    small: Any,
+    small: Any = None,
     profile: Any,
     out_dir: Path,
     runs: int = 3,
@@ -231,18 +231,19 @@ def run_bench(
 ) -> dict[str, Any]:
     from tqdm import tqdm
 
-    from relaygen_sgl.calibration.io import repair_jsonl
-    from relaygen_sgl.runtime_client import RuntimeClient
+    from relaygen_sgl.jsonl import repair_jsonl
+    from relaygen_sgl.relay import RelayPair
 
+    pair = RelayPair.of(large, small)  # one pair for the run: probes, flushes and relays share it
     out_dir.mkdir(parents=True, exist_ok=True)
     path, probe_path = out_dir / "runs.jsonl", out_dir / "probe.json"
     done = {(r["problem"], r["run"], r["mode"]): r for r in repair_jsonl(path)}
     probes: dict[str, Any] = json.loads(probe_path.read_text()) if probe_path.exists() else {}
-    clients = {"large": RuntimeClient.of(large, "large"), "small": RuntimeClient.of(small, "small")}
+    clients = pair.clients
     base = {k: v for k, v in (sampling or {}).items() if v is not None}
     if ignore_eos:
         base["ignore_eos"] = True
-    job = dict(large=large, small=small, profile=profile, max_tokens=max_tokens)
+    job = dict(pair=pair, profile=profile, max_tokens=max_tokens)
     todo = [(r, i, p, mode) for r in range(runs) for i, p in enumerate(problems)
             # Alternate which mode goes first, so neither always meets the warmer machine.
             for mode in (BENCH_MODES if (r + i) % 2 == 0 else BENCH_MODES[::-1])
@@ -260,7 +261,7 @@ def run_bench(
 
     if todo:
         for mode in BENCH_MODES:  # warm-up: tokenizers, first-request paths; not recorded
-            _timed(problems[0], mode, large=large, small=small, profile=profile,
+            _timed(problems[0], mode, pair=pair, profile=profile,
                    sampling={**base, "sampling_seed": seed}, max_tokens=warmup_tokens)  # fmt: skip
         if "start" not in probes:
             probes["start"] = probe_both()
@@ -295,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     from evals.datasets import DATASETS, load_dataset
     from relaygen_sgl.pair_args import add_pair_args, open_pair
     from relaygen_sgl.profile import CueProfile
+    from relaygen_sgl.relay import RelayPair
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--dataset", default="gsm8k", help=f"{', '.join(DATASETS)} or jsonl:PATH")
@@ -318,8 +320,8 @@ def main(argv: list[str] | None = None) -> int:
     sampling = {"temperature": args.temperature, "top_p": args.top_p,
                 "top_k": args.top_k if args.top_k > 0 else None}  # fmt: skip
     with ExitStack() as stack:
-        large, small = open_pair(args, stack)
-        summary = run_bench(problems, large=large, small=small, profile=CueProfile.load(args.profile),
+        pair = RelayPair(*open_pair(args, stack))
+        summary = run_bench(problems, large=pair, profile=CueProfile.load(args.profile),
                             out_dir=Path(args.out), runs=args.runs, max_tokens=args.max_tokens,
                             sampling=sampling, seed=args.seed, ignore_eos=args.ignore_eos,
                             flush_cache=not args.no_flush, warmup_tokens=args.warmup_tokens,

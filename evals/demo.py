@@ -49,21 +49,22 @@ def legend(colour: bool) -> str:
     return "[L] large model  [S] small model"
 
 
-def speed_summary(relay: Sequence[Any], base: Sequence[Any], relay_wall_s: float,
+def speed_summary(relay: Sequence[dict[str, Any]], base: Sequence[dict[str, Any]], relay_wall_s: float,
                   base_wall_s: float) -> dict[str, Any]:  # fmt: skip
-    """Speedup of the relay pass over the large-only pass, both run in this session: mean
-    request latency, and wall time per output token (in case the two wrote different lengths)."""
-    tokens = sum(s.output_tokens for s in relay)
-    relay_lat = statistics.mean(s.latency_s for s in relay)
+    """Speedup of the relay pass over the large-only pass, both run in this session, from each
+    request's :meth:`RelayStats.summary`: mean request latency, and wall time per output token
+    (in case the two wrote different lengths)."""
+    tokens = sum(s["output_tokens"] for s in relay)
+    relay_lat = statistics.mean(s["latency_s"] for s in relay)
     out: dict[str, Any] = {
-        "large_utilization": round(sum(s.large_tokens for s in relay) / tokens, 3) if tokens else 0.0,
+        "large_utilization": round(sum(s["large_tokens"] for s in relay) / tokens, 3) if tokens else 0.0,
         "relay_tokens": tokens,
         "relay_mean_latency_s": round(relay_lat, 2),
         "relay_wall_s": round(relay_wall_s, 2),
     }
     if base:
-        base_tokens = sum(s.output_tokens for s in base)
-        base_lat = statistics.mean(s.latency_s for s in base)
+        base_tokens = sum(s["output_tokens"] for s in base)
+        base_lat = statistics.mean(s["latency_s"] for s in base)
         per_token = None
         if base_tokens and tokens and relay_wall_s:
             per_token = round((base_wall_s / base_tokens) / (relay_wall_s / tokens), 2)
@@ -108,76 +109,99 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
-def _pass(problems: Sequence[Any], mode: str, *, large: str, small: str, profile: Any,
-          max_tokens: int) -> tuple[list[Any], float]:  # fmt: skip
+async def _pass(pair: Any, problems: Sequence[Any], mode: str, *, profile: Any,
+                max_tokens: int) -> tuple[list[Any], float]:  # fmt: skip
     """All problems in flight at once (CPU decoding is memory-bound: batching is nearly free)."""
-    from concurrent.futures import ThreadPoolExecutor
+    from contextlib import aclosing
 
     from tqdm import tqdm
 
-    from relaygen_sgl.relay import relay_generate
-    from relaygen_sgl.runtime_client import RuntimeClient
+    from evals.aio import bounded
+    from relaygen_sgl.relay import relay_generate_async
 
-    for url in (large, small):  # each pass starts from cold prefix caches
+    for client in pair.clients.values():  # each pass starts from cold prefix caches
         try:
-            RuntimeClient.of(url).flush_cache()
-        except Exception:  # noqa: BLE001 - only fairness is lost
+            await client.aflush_cache()
+        except RuntimeError:  # only fairness is lost
             pass
 
-    def solve(p: Any) -> Any:
-        return relay_generate(messages=p.messages(), large=large, small=small, profile=profile, mode=mode,
-                              max_tokens=max_tokens, sampling={"temperature": 0.0})  # fmt: skip
+    async def solve(i: int) -> Any:
+        return await relay_generate_async(messages=problems[i].messages(), large=pair, profile=profile,
+                                          mode=mode, max_tokens=max_tokens,
+                                          sampling={"temperature": 0.0})  # fmt: skip
 
     t0 = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=len(problems)) as pool, tqdm(total=len(problems), desc=mode) as bar:
-        futures = [pool.submit(solve, p) for p in problems]
-        results = []
-        for fut in futures:
-            results.append(fut.result())
-            bar.update()
-    return results, time.perf_counter() - t0
+    results: dict[int, Any] = {}
+    with tqdm(total=len(problems), desc=mode) as bar:
+        async with aclosing(bounded(range(len(problems)), solve, len(problems))) as done:
+            async for i, r in done:
+                results[i] = r
+                bar.update()
+    return [results[i] for i in range(len(problems))], time.perf_counter() - t0
+
+
+def _report(problems: Sequence[Any], relay: Sequence[Any], prompt: Any, colour: bool) -> int:
+    """Print each relay output, its writers marked, and its grade; returns how many are right."""
+    from evals.grading import grade, thinks
+
+    print(f"\n{legend(colour)}")
+    right = 0
+    for p, r in zip(problems, relay, strict=True):
+        st = r.stats.summary()
+        g = grade(r.text, p.answer, thinking=thinks("auto", r.text, prompt("relay", p)),
+                  finish_reason=st["finish_reason"])  # fmt: skip
+        right += g.correct
+        print(f"\n[{p.id}] {p.problem}\n--- output ---\n{render(r.segments, colour).strip()}\n--- "
+              f"answer {g.predicted!r} (expected {p.answer}): {'RIGHT' if g.correct else 'WRONG'}"
+              f"{' (truncated)' if g.truncated else ''}; {st['large_tokens']} large + {st['small_tokens']} "
+              f"small tokens, {st['switches']} switches, {st['latency_s']:.1f} s")  # fmt: skip
+    return right
+
+
+async def _demo(args: argparse.Namespace, pair: Any, problems: Sequence[Any], profile: Any) -> None:
+    """Both passes on one event loop; grading on its (main) thread, as math-verify needs."""
+    from evals.grading import grade, thinks
+    from evals.run_eval import templated_prompts
+
+    colour = use_colour(args.color)
+    try:
+        relay, relay_wall = await _pass(pair, problems, "relay", profile=profile, max_tokens=args.max_tokens)
+        prompt = templated_prompts(pair)
+        right = _report(problems, relay, prompt, colour)
+        base, base_wall = [], 0.0
+        if not args.no_baseline:
+            base, base_wall = await _pass(pair, problems, "large_only", profile=profile,
+                                          max_tokens=args.max_tokens)  # fmt: skip
+    finally:
+        await pair.aclose()
+    base_right = sum(grade(b.text, p.answer, thinking=thinks("auto", b.text, prompt("large_only", p)),
+                           finish_reason=b.stats.finish_reason).correct
+                     for p, b in zip(problems, base, strict=False))  # fmt: skip
+    print(f"\nrelaygen: {right}/{len(problems)} right" + ("" if args.no_baseline else
+          f"; large model alone: {base_right}/{len(problems)} right"))  # fmt: skip
+    speed = speed_summary([r.stats.summary() for r in relay], [b.stats.summary() for b in base],
+                          relay_wall, base_wall)  # fmt: skip
+    print(format_speed(speed, len(problems)))
 
 
 def run(args: argparse.Namespace) -> int:
+    import asyncio
     from contextlib import ExitStack
 
     from evals.datasets import load_dataset
-    from evals.grading import grade, thinks
-    from evals.run_eval import templated_prompts
     from relaygen_sgl.default_pair import default_pair
     from relaygen_sgl.model_install import install_default_pair
     from relaygen_sgl.pair_args import open_pair
     from relaygen_sgl.profile import CueProfile
+    from relaygen_sgl.relay import RelayPair
 
     profile = CueProfile.load(args.profile)
     problems = load_dataset(args.dataset, args.problems)
-    colour = use_colour(args.color)
     with ExitStack() as stack:
         if not (args.large_url and args.small_url):
             if args.large_model == str(default_pair().large):
                 install_default_pair()
             print(f"starting SGLang runtimes for {args.large_model} and {args.small_model} ...", flush=True)
-        large, small = open_pair(args, stack)
-        job = dict(large=large, small=small, profile=profile, max_tokens=args.max_tokens)
-        relay, relay_wall = _pass(problems, "relay", **job)
-        prompt = templated_prompts(large, small)
-        print(f"\n{legend(colour)}")
-        right = 0
-        for p, r in zip(problems, relay, strict=True):
-            g = grade(r.text, p.answer, thinking=thinks("auto", r.text, prompt("relay", p)),
-                      finish_reason=r.stats.finish_reason)  # fmt: skip
-            right += g.correct
-            st = r.stats
-            print(f"\n[{p.id}] {p.problem}\n--- output ---\n{render(r.segments, colour).strip()}\n--- "
-                  f"answer {g.predicted!r} (expected {p.answer}): {'RIGHT' if g.correct else 'WRONG'}"
-                  f"{' (truncated)' if g.truncated else ''}; {st.large_tokens} large + {st.small_tokens} "
-                  f"small tokens, {st.switches} switches, {st.latency_s:.1f} s")  # fmt: skip
-        base, base_wall = ([], 0.0) if args.no_baseline else _pass(problems, "large_only", **job)
-        base_right = sum(grade(b.text, p.answer, thinking=thinks("auto", b.text, prompt("large_only", p)),
-                               finish_reason=b.stats.finish_reason).correct
-                         for p, b in zip(problems, base, strict=False))  # fmt: skip
-    print(f"\nrelaygen: {right}/{len(problems)} right" + ("" if args.no_baseline else
-          f"; large model alone: {base_right}/{len(problems)} right"))  # fmt: skip
-    speed = speed_summary([r.stats for r in relay], [b.stats for b in base], relay_wall, base_wall)
-    print(format_speed(speed, len(problems)))
+        pair = RelayPair(*open_pair(args, stack))  # one pair (clients, tokenizers) for both passes
+        asyncio.run(_demo(args, pair, problems, profile))
     return 0

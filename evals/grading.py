@@ -1,9 +1,11 @@
 """Answer checking with math-verify (boxed, LaTeX and plain-number answers).
 
-A thinking model's answer is what follows ``</think>``: a ``\\boxed{}`` inside the reasoning is
-a guess on the way, not the answer, so an output that never closes its reasoning has no answer
-part at all (wrong, and flagged truncated).  A model that does not think (the default pair's
-Qwen2.5-Coder never writes ``</think>``) is graded on its whole output.
+A thinking model's answer is what follows ``</think>``, split off by
+:func:`relaygen_sgl.reasoning.split_reasoning` as the relay and the server split it: a
+``\\boxed{}`` inside the reasoning is a guess on the way, not the answer, so an output that never
+closes its reasoning has no answer part at all (wrong, and flagged truncated).  A model that
+does not think (the default pair's Qwen2.5-Coder never writes ``</think>``) is graded on its
+whole output.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from typing import Literal
 
 from math_verify import parse, verify
 
-THINK_START, THINK_END = "<think>", "</think>"
+from relaygen_sgl import reasoning
+from relaygen_sgl.reasoning import split_reasoning
+
 Thinking = Literal["auto", "yes", "no"]
 THINKING_CHOICES: tuple[str, ...] = ("auto", "yes", "no")
 
@@ -30,22 +34,23 @@ class Grade:
 
 
 def thinks(setting: Thinking | str, output: str, prompt: str = "") -> bool:
-    """Is this a thinking model's output?  ``auto``: the output or the chat-templated prompt
-    (DeepSeek-R1's template opens ``<think>`` itself) carries a think tag."""
+    """Is this a thinking model's output?  ``auto``: :func:`relaygen_sgl.reasoning.thinks` (the
+    output opens ``<think>``, or the chat-templated prompt does, as DeepSeek-R1's template does),
+    or the output closes a think block."""
     if setting not in THINKING_CHOICES:
         raise ValueError(f"thinking must be one of {', '.join(THINKING_CHOICES)}, got {setting!r}")
     if setting != "auto":
         return setting == "yes"
-    return THINK_START in output or THINK_END in output or THINK_START in prompt
+    return reasoning.thinks(prompt, output) or split_reasoning(output).closed
 
 
 def answer_part(output: str, thinking: bool) -> str | None:
-    """The graded text: after the last ``</think>`` for a thinking model (None if there is none),
-    else the whole output."""
+    """The graded text: a thinking model's answer (None while its reasoning is still open),
+    else the whole output (``--thinking no`` grades everything)."""
     if not thinking:
         return output
-    _, sep, tail = output.rpartition(THINK_END)
-    return tail if sep else None
+    split = split_reasoning(output, thinking=True)
+    return split.answer if split.closed else None
 
 
 def _extract(text: str) -> str | None:

@@ -18,25 +18,26 @@ run measured, so it runs after ``relay``.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, as_completed
-from contextlib import ExitStack
+from contextlib import ExitStack, aclosing
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from tqdm import tqdm
 
+from evals.aio import bounded
 from evals.datasets import DATASETS, Problem, load_dataset
 from evals.grading import THINKING_CHOICES, grade, thinks
 from evals.summary import markdown, plot, summarize
-from relaygen_sgl.calibration.io import repair_jsonl
+from relaygen_sgl.jsonl import repair_jsonl
 from relaygen_sgl.pair_args import add_pair_args, open_pair
 from relaygen_sgl.profile import CueProfile
-from relaygen_sgl.relay import MODES, RelayError, relay_generate, runtimes_used
-from relaygen_sgl.runtime_client import RuntimeClient
+from relaygen_sgl.relay import MODES, RelayError, RelayPair, relay_generate_async, runtimes_used
 
 __all__ = ["EvalIncomplete", "PROTOCOLS", "markdown", "run_eval", "summarize"]
 
@@ -63,26 +64,7 @@ def _key(row: dict[str, Any]) -> tuple[str, str, int]:
     return row["mode"], row["id"], int(row.get("sample", 0))  # rows from before samples are sample 0
 
 
-def _evaluate(p: Problem, i: int, k: int, *, mode: str, large: Any, small: Any, profile: CueProfile,
-              max_tokens: int, sampling: dict[str, Any], seed: int, switch_rate: float | None,
-              concurrency: int) -> dict[str, Any]:  # fmt: skip
-    """One sample of one problem in one mode; the seed depends on (problem, sample), not the mode."""
-    s = sample_seed(seed, i, k)
-    r = relay_generate(
-        messages=p.messages(),
-        large=large, small=small, profile=profile, mode=mode,  # type: ignore[arg-type]
-        sampling={**sampling, "sampling_seed": s}, max_tokens=max_tokens,
-        seed=s, switch_rate=switch_rate,
-    )  # fmt: skip
-    st = r.stats
-    return {"mode": mode, "id": p.id, "sample": k, "expected": p.answer,
-            "latency_s": round(st.latency_s, 4), "output_tokens": st.output_tokens,
-            "large_tokens": st.large_tokens, "small_tokens": st.small_tokens, "switches": st.switches,
-            "seed": s, "sampling": sampling, "finish_reason": st.finish_reason,
-            "concurrency": concurrency, "output": r.text}  # fmt: skip
-
-
-def templated_prompts(large: Any, small: Any) -> Callable[[str, Problem], str]:
+def templated_prompts(pair: RelayPair) -> Callable[[str, Problem], str]:
     """The chat-templated prompt a mode's reasoner sees, for ``--thinking auto``."""
     cache: dict[tuple[str, str], str] = {}
 
@@ -90,7 +72,7 @@ def templated_prompts(large: Any, small: Any) -> Callable[[str, Problem], str]:
         role = runtimes_used(mode)[0]
         if (role, p.id) not in cache:
             try:
-                tok = RuntimeClient.of(large if role == "large" else small).tokenizer
+                tok = pair.clients[role].tokenizer  # loaded once per client, by the relay already
                 text = tok.apply_chat_template(p.messages(), tokenize=False, add_generation_prompt=True)
             except (RuntimeError, OSError, ValueError):
                 text = ""  # runtime down: decide from the output alone
@@ -108,11 +90,101 @@ def _grade(rec: dict[str, Any], p: Problem | None, thinking: str,
     rec.update(predicted=g.predicted, correct=g.correct, truncated=g.truncated, thinking=g.thinking)
 
 
+@dataclass
+class _Run:
+    """One eval run: what every generation shares, and what it has finished so far."""
+
+    pair: RelayPair
+    profile: CueProfile
+    max_tokens: int
+    sampling: dict[str, Any]
+    seed: int
+    concurrency: int
+    thinking: str
+    prompt: Callable[[str, Problem], str]
+    done: dict[tuple[str, str, int], dict[str, Any]]
+    out: IO[str]
+    show_progress: bool
+
+    async def evaluate(self, p: Problem, i: int, k: int, mode: str,
+                       switch_rate: float | None) -> dict[str, Any]:  # fmt: skip
+        """One sample of one problem in one mode; the seed depends on (problem, sample), not the mode."""
+        s = sample_seed(self.seed, i, k)
+        r = await relay_generate_async(
+            messages=p.messages(), large=self.pair, profile=self.profile, mode=mode,  # type: ignore[arg-type]
+            sampling={**self.sampling, "sampling_seed": s}, max_tokens=self.max_tokens,
+            seed=s, switch_rate=switch_rate,
+        )  # fmt: skip
+        return {"mode": mode, "id": p.id, "sample": k, "expected": p.answer, **r.stats.summary(),
+                "seed": s, "sampling": self.sampling, "concurrency": self.concurrency,
+                "output": r.text}  # fmt: skip
+
+    async def mode(self, mode: str, todo: list[tuple[int, int, Problem]], switch_rate: float | None,
+                   failed: list[str]) -> tuple[int, int]:  # fmt: skip
+        """Run ``todo`` in ``mode``, ``concurrency`` in flight; returns (output tokens, failures)."""
+        tokens, n_failed = 0, 0
+
+        async def work(job: tuple[int, int, Problem]) -> dict[str, Any]:
+            i, k, p = job
+            return await self.evaluate(p, i, k, mode, switch_rate)
+
+        with tqdm(total=len(todo), desc=mode, disable=not self.show_progress) as bar:
+            async with aclosing(bounded(todo, work, self.concurrency, catch=(RelayError,))) as results:
+                async for (_, k, p), rec in results:
+                    bar.update()
+                    if isinstance(rec, Exception):
+                        # Keep going: the others' results are worth keeping; a rerun retries this one.
+                        failed.append(f"{mode}/{p.id}/sample {k}: {rec}")
+                        n_failed += 1
+                        tqdm.write(f"FAILED {failed[-1]}")
+                        continue
+                    # Graded here, on the loop's (main) thread: math-verify's timeouts use signal.alarm.
+                    _grade(rec, p, self.thinking, self.prompt)
+                    self.done[_key(rec)] = rec
+                    tokens += rec["output_tokens"]
+                    self.out.write(json.dumps(rec) + "\n")
+                    self.out.flush()
+        return tokens, n_failed
+
+
+async def _run_modes(run: _Run, problems: list[Problem], modes: list[str], samples: int,
+                     tp_records: dict[str, dict[str, Any]], tp_path: Path) -> list[str]:  # fmt: skip
+    """Every mode after the previous one, at the same concurrency, so latencies and throughputs
+    compare.  Returns the failures."""
+    failed: list[str] = []
+    try:
+        for mode in modes:
+            switch_rate = None
+            if mode == "random_switch":
+                relay_rows = [r for (m, _, _), r in run.done.items() if m == "relay"]
+                if not relay_rows:
+                    raise ValueError("random_switch needs the relay mode in the same run")
+                large_toks = sum(r["large_tokens"] for r in relay_rows)
+                switch_rate = max(sum(r["switches"] for r in relay_rows), 1) / max(large_toks, 1)
+            had = sum(1 for (m, _, _) in run.done if m == mode)
+            todo = [(i, k, p) for i, p in enumerate(problems) for k in range(samples)
+                    if (mode, p.id, k) not in run.done]  # fmt: skip
+            if not todo:
+                continue
+            t0 = time.perf_counter()
+            tokens, n_failed = await run.mode(mode, todo, switch_rate, failed)
+            rec_tp = {"wall_s": round(time.perf_counter() - t0, 3), "generations": len(todo) - n_failed,
+                      "output_tokens": tokens, "concurrency": run.concurrency,
+                      "complete": had == 0 and n_failed == 0}  # fmt: skip
+            # A batch that ran the whole mode at once is the measurement; pieces only stand in.
+            if rec_tp["complete"] or not tp_records.get(mode, {}).get("complete"):
+                tp_records[mode] = rec_tp
+                tp_path.write_text(json.dumps(tp_records, indent=2))
+    finally:
+        await run.pair.aclose()  # this loop's connections; the pair stays usable
+    return failed
+
+
 def run_eval(
     problems: list[Problem],
     *,
-    large: Any,
-    small: Any,
+    large: RelayPair | Any,
+    small: Any = None,
     profile: CueProfile,
     modes: list[str],
     out_dir: Path,
@@ -129,7 +201,11 @@ def run_eval(
     throughput: bool = False,
     dataset: str | None = None,
 ) -> dict[str, Any]:
-    """Evaluate ``modes`` on ``problems``; options left None take the protocol's values."""
+    """Evaluate ``modes`` on ``problems``; options left None take the protocol's values.
+
+    ``large``: a :class:`RelayPair` (``small`` unused), or the large runtime beside ``small``.
+    All generations run on one event loop, ``concurrency`` at a time.
+    """
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
     if thinking not in THINKING_CHOICES:
@@ -142,66 +218,22 @@ def run_eval(
     concurrency = concurrency or (THROUGHPUT_CONCURRENCY if throughput else 1)
     sampling = {k: v for k, v in (("temperature", temperature), ("top_p", top_p), ("top_k", top_k))
                 if v is not None}  # fmt: skip
+    pair = RelayPair.of(large, small)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "results.jsonl"
     tp_path = out_dir / "throughput.json"
     tp_records: dict[str, dict[str, Any]] = json.loads(tp_path.read_text()) if tp_path.exists() else {}
     by_id = {p.id: p for p in problems}
-    prompt = templated_prompts(large, small)
+    prompt = templated_prompts(pair)
     done = {_key(r): r for r in repair_jsonl(path)}
     for r in done.values():
         if "truncated" not in r:  # a row from before truncation was flagged: grade it the current way
             _grade(r, by_id.get(r["id"]), thinking, prompt)
     modes = sorted(set(modes), key=ORDER.__getitem__)
-    failed: list[str] = []
     with path.open("a") as f:
-        for mode in modes:
-            switch_rate = None
-            if mode == "random_switch":
-                relay_rows = [r for (m, _, _), r in done.items() if m == "relay"]
-                if not relay_rows:
-                    raise ValueError("random_switch needs the relay mode in the same run")
-                large_toks = sum(r["large_tokens"] for r in relay_rows)
-                switch_rate = max(sum(r["switches"] for r in relay_rows), 1) / max(large_toks, 1)
-            had = sum(1 for (m, _, _) in done if m == mode)
-            todo = [(i, k, p) for i, p in enumerate(problems) for k in range(samples)
-                    if (mode, p.id, k) not in done]  # fmt: skip
-            job = dict(mode=mode, large=large, small=small, profile=profile, max_tokens=max_tokens,
-                       sampling=sampling, seed=seed, switch_rate=switch_rate,
-                       concurrency=concurrency)  # fmt: skip
-            batch_tokens, batch_failed = 0, 0
-            t0 = time.perf_counter()
-            # Every mode runs alone at the same concurrency, so latencies and throughputs compare.
-            with ThreadPoolExecutor(max_workers=concurrency) as pool, \
-                    tqdm(total=len(todo), desc=mode, disable=not show_progress) as bar:  # fmt: skip
-                futures = {pool.submit(_evaluate, p, i, k, **job): (p, k) for i, k, p in todo}
-                for fut in as_completed(futures):
-                    p, k = futures[fut]
-                    try:
-                        rec = fut.result()
-                    except RelayError as e:
-                        # Keep going: the others' results are worth keeping; a rerun retries this one.
-                        failed.append(f"{mode}/{p.id}/sample {k}: {e}")
-                        batch_failed += 1
-                        tqdm.write(f"FAILED {failed[-1]}")
-                        bar.update()
-                        continue
-                    # Graded here, in the main thread: math-verify's timeouts use signal.alarm.
-                    _grade(rec, p, thinking, prompt)
-                    done[_key(rec)] = rec
-                    batch_tokens += rec["output_tokens"]
-                    f.write(json.dumps(rec) + "\n")
-                    f.flush()
-                    bar.update()
-            if todo:
-                wall = time.perf_counter() - t0
-                rec_tp = {"wall_s": round(wall, 3), "generations": len(todo) - batch_failed,
-                          "output_tokens": batch_tokens, "concurrency": concurrency,
-                          "complete": had == 0 and batch_failed == 0}  # fmt: skip
-                # A batch that ran the whole mode at once is the measurement; pieces only stand in.
-                if rec_tp["complete"] or not tp_records.get(mode, {}).get("complete"):
-                    tp_records[mode] = rec_tp
-                    tp_path.write_text(json.dumps(tp_records, indent=2))
+        run = _Run(pair, profile, max_tokens, sampling, seed, concurrency, thinking, prompt, done, f,
+                   show_progress)  # fmt: skip
+        failed = asyncio.run(_run_modes(run, problems, modes, samples, tp_records, tp_path))
     if failed:
         raise EvalIncomplete(f"{len(failed)} problem(s) failed; the finished ones are saved in {path}, "
                              f"rerun the same command to retry the rest:\n" + "\n".join(failed))  # fmt: skip
@@ -246,9 +278,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)  # fmt: skip
     problems = load_dataset(args.dataset, args.limit or None)
     with ExitStack() as stack:
-        large, small = open_pair(args, stack)
+        pair = RelayPair(*open_pair(args, stack))  # one pair (clients, tokenizers) for the whole run
         try:
-            summary = run_eval(problems, large=large, small=small, profile=CueProfile.load(args.profile),
+            summary = run_eval(problems, large=pair, profile=CueProfile.load(args.profile),
                                modes=args.modes, out_dir=Path(args.out), max_tokens=args.max_tokens,
                                temperature=args.temperature, seed=args.seed, concurrency=args.concurrency,
                                protocol=args.protocol, top_p=args.top_p, top_k=args.top_k,

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import argparse
 import shlex
+from collections.abc import Sequence
 from contextlib import ExitStack
 from typing import Any
 
 from relaygen_sgl.default_pair import default_pair
 from relaygen_sgl.launch_options import DEVICES, SPECULATIVE_ALGORITHMS, Speculative
+
+ROLES = ("large", "small")
 
 
 def add_runtime_args(p: argparse.ArgumentParser | Any) -> None:
@@ -91,9 +94,38 @@ def pair_from_args(args: argparse.Namespace, large: Any = None, small: Any = Non
     return RuntimePair(large or args.large_model, small or args.small_model, **runtime_kwargs(args))
 
 
+def runtime_from_args(args: argparse.Namespace, role: str, model: Any = None) -> Any:
+    """One :class:`~relaygen_sgl.runtimes.SGLangRuntime` of the pair, for a command that needs
+    only one started (``calibrate --traces`` scores with the small model alone)."""
+    from relaygen_sgl.runtimes import SGLangRuntime
+
+    kw = runtime_kwargs(args)
+    own = kw.pop(f"{role}_args")
+    kw.pop("small_args" if role == "large" else "large_args")
+    speculative = kw.pop("speculative")
+    return SGLangRuntime(model or getattr(args, f"{role}_model"), name=role, sglang_args=own,
+                         speculative=speculative if role == "large" else None, **kw)  # fmt: skip
+
+
+def open_runtimes(args: argparse.Namespace, stack: ExitStack,
+                  roles: Sequence[str] = ROLES) -> dict[str, str | None]:  # fmt: skip
+    """Each of ``roles``' URL: ``--ROLE-url``, else ``--ROLE-model`` started (stopped when
+    ``stack`` closes), else None.  Two to start are started as a pair (at once, sharing a GPU
+    fairly)."""
+    urls: dict[str, str | None] = {r: getattr(args, f"{r}_url", None) for r in roles}
+    start = [r for r in roles if not urls[r] and getattr(args, f"{r}_model", None)]
+    if len(start) == 2:
+        pair = stack.enter_context(pair_from_args(args))
+        return {"large": pair.large.url, "small": pair.small.url}
+    for role in start:
+        urls[role] = stack.enter_context(runtime_from_args(args, role)).url
+    return urls
+
+
 def open_pair(args: argparse.Namespace, stack: ExitStack) -> tuple[str, str]:
-    """URLs of the two runtimes; starts them (stopped when ``stack`` closes) if no URLs were given."""
-    if args.large_url and args.small_url:
-        return args.large_url, args.small_url
-    pair = stack.enter_context(pair_from_args(args))
-    return pair.large.url, pair.small.url
+    """URLs of the two runtimes; starts those without a URL (stopped when ``stack`` closes)."""
+    urls = open_runtimes(args, stack)
+    missing = [r for r in ROLES if urls[r] is None]
+    if missing:
+        raise ValueError(f"give --{missing[0]}-url or --{missing[0]}-model")
+    return urls["large"], urls["small"]  # type: ignore[return-value]

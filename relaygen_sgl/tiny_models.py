@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from relaygen_sgl.chat_template import CHATML_TEMPLATE
+from relaygen_sgl.profile import CueProfile
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 # Plain added tokens, as in Qwen3: they survive skip_special_tokens in decoded text.
@@ -37,6 +38,12 @@ CUE_SENTENCES = [
     "We know that {a} is less than {s}.",
     "The value 3.5 is not an integer, e.g. it has a fraction.",
 ]
+
+
+def tiny_profile(**fields: object) -> CueProfile:
+    """The tiny pair's cue profile; ``fields`` override the profile's defaults."""
+    return CueProfile.from_dict({"large_model": "tiny-large", "small_model": "tiny-small",
+                                 "cues": list(TINY_CUES), **fields})  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -13,13 +12,11 @@ from pathlib import Path
 import pytest
 import requests
 
+from relaygen_sgl.profile import CueProfile
 from relaygen_sgl.runtimes import RuntimePair, free_port
 from relaygen_sgl.tiny_models import TinyPair, build_tiny_pair
+from relaygen_sgl.tiny_models import tiny_profile as make_tiny_profile
 
-TINY_PROFILE = {
-    "large_model": "tiny-large", "small_model": "tiny-small",
-    "cues": ["So", "Therefore,", "Thus", "Now,", "Wait,", "Alternatively,", "Similarly,"],
-}  # fmt: skip
 QUESTION = [{"role": "user", "content": "What is 12 + 30?"}]
 
 # Tiny models take ~1 min to build; keep them between runs unless told not to.
@@ -44,10 +41,15 @@ def runtimes(tiny_pair: TinyPair, tmp_path_factory: pytest.TempPathFactory):
         yield pair
 
 
+@pytest.fixture(scope="session")
+def tiny_profile() -> CueProfile:
+    """The tiny pair's cue profile (its cue list is :data:`relaygen_sgl.tiny_models.TINY_CUES`)."""
+    return make_tiny_profile()
+
+
 def start_relay_server(tmp_path: Path, large_url: str, small_url: str, name: str, *extra: str):
     """`relaygen serve` in front of two runtimes, in its own process group; returns (proc, url)."""
-    profile = tmp_path / f"{name}-profile.json"
-    profile.write_text(json.dumps(TINY_PROFILE))
+    profile = make_tiny_profile().save(tmp_path / f"{name}-profile.json")
     port = free_port()
     log = open(tmp_path / f"{name}.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(

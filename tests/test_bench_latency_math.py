@@ -1,17 +1,12 @@
-"""bench_latency's maths and loop, with stand-in runtimes (no servers)."""
+"""bench_latency's maths and tables, from hand-written rows (no servers)."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from evals import bench_latency as bl
-from evals.datasets import Problem
-from relaygen_sgl.relay import CallRecord, RelayResult, RelayStats
-from relaygen_sgl.runtime_client import GenerateResult
 
 
 def test_ideal_speedup():
@@ -68,56 +63,10 @@ def test_summary_without_probes_has_no_ideal():
     assert "Decode probe" not in bl.markdown_bench(s)
 
 
-class FakeClient:
-    def __init__(self, name: str, per_token_s: float) -> None:
-        self.name, self.per_token_s, self.flushes = name, per_token_s, 0
-
-    def generate(self, *, text: str, sampling_params: dict[str, Any]) -> GenerateResult:
-        n = sampling_params["max_new_tokens"]
-        return GenerateResult("x" * n, [], 5, n, 0, "length", None, 0.5 + n * self.per_token_s)
-
-    def flush_cache(self) -> None:
-        self.flushes += 1
-
-
-def test_run_bench_interleaves_modes_probes_and_resumes(monkeypatch, tmp_path: Path):
-    clients = {"large": FakeClient("large", 0.1), "small": FakeClient("small", 0.02)}
-    monkeypatch.setattr("relaygen_sgl.runtime_client.RuntimeClient.of",
-                        classmethod(lambda cls, rt, name=None: clients[name]))  # fmt: skip
-    calls: list[tuple[str, int, int]] = []
-
-    def fake_relay(**kw: Any) -> RelayResult:
-        calls.append((kw["mode"], kw["sampling"].get("sampling_seed"), kw["max_tokens"]))
-        relay = kw["mode"] == "relay"
-        st = RelayStats(mode=kw["mode"], handoff="ids", large_tokens=60 if relay else 100,
-                        small_tokens=40 if relay else 0, latency_s=6.0 if relay else 10.0)  # fmt: skip
-        st.calls = [CallRecord("large", "reasoning", 5, 0, st.large_tokens, st.large_tokens, 5.0)]
-        if relay:
-            st.calls.append(CallRecord("small", "finish", 5, 0, 40, 40, 1.0))
-        return RelayResult(text="", segments=[], stats=st)
-
-    monkeypatch.setattr("relaygen_sgl.relay.relay_generate", fake_relay)
-    problems = [Problem(f"p{i}", "q", "1") for i in range(2)]
-    kw = dict(large="L", small="S", profile=None, out_dir=tmp_path, runs=2, max_tokens=100,
-              sampling={"temperature": 0.6}, probe_tokens=11, probe_reps=2, show_progress=False)  # fmt: skip
-    s = bl.run_bench(problems, **kw)
-    timed = [c for c in calls if c[2] == 100]
-    assert len(calls) - len(timed) == 2  # one warm-up per mode
-    # Mode order alternates per (run, problem); both modes share each (problem, run)'s seed.
-    assert [m for m, _, _ in timed] == ["large_only", "relay", "relay", "large_only",
-                                        "relay", "large_only", "large_only", "relay"]  # fmt: skip
-    assert timed[0][1] == timed[1][1] and timed[0][1] != timed[2][1]
-    assert clients["large"].flushes == 8  # before every timed request
-    probe = json.loads((tmp_path / "probe.json").read_text())
-    assert probe["start"]["large"]["per_token_s"] == pytest.approx(0.1)
-    assert s["decode_probe"]["small_over_large"] == pytest.approx(0.2)
-    assert s["overall"]["speedup"][0] == pytest.approx(10 / 6, abs=1e-3)
-    assert s["overall"]["ideal_speedup"] == pytest.approx(1 / (0.6 + 0.4 * 0.2), abs=1e-3)
-    assert s["call_level_small_over_large"] == pytest.approx((1 / 40) / (5 / 60), abs=1e-3)
-    assert (tmp_path / "bench.md").read_text().startswith("| problem |")
-    assert json.loads((tmp_path / "bench.json").read_text())["config"]["batch"] == 1
-    # Resume: all done, nothing runs (no warm-up either).
-    n = len(calls)
-    bl.run_bench(problems, **kw)
-    assert len(calls) == n
-    assert len((tmp_path / "runs.jsonl").read_text().splitlines()) == 8
+def test_call_ratio_reads_call_records_and_rows_from_before_them():
+    calls = [{"runtime": "large", "latency_s": 5.0, "completion_tokens": 60},
+             {"runtime": "small", "latency_s": 1.0, "completion_tokens": 40}]  # fmt: skip
+    expected = (1 / 40) / (5 / 60)
+    assert bl.call_ratio([{"calls": 2, "call_records": calls}]) == pytest.approx(expected)
+    assert bl.call_ratio([{"calls": calls}]) == pytest.approx(expected)  # an older runs.jsonl row
+    assert bl.call_ratio([{"calls": 1, "call_records": calls[:1]}]) is None  # no small-model call

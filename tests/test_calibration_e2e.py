@@ -125,5 +125,6 @@ def test_calibrate_cli_help_documents_every_option():
                 "--small-model", "--samples", "--seed", "--max-tokens", "--temperature", "--top-p", "--top-k",
                 "--segment-span", "--threads",
                 "--threshold", "--min-count", "--bootstrap", "--min-large-tokens", "--max-small-tokens",
-                "--out"):  # fmt: skip
+                "--out", "--device", "--dtype", "--max-total-tokens", "--large-sglang-args",
+                "--small-sglang-args", "--speculative", "--log-dir", "--startup-timeout"):  # fmt: skip
         assert opt in out

@@ -1,18 +1,19 @@
-"""Calibration inputs and trace/score steps against a fake runtime (no servers)."""
+"""Calibration inputs, then the trace and scoring steps and calibrate's provenance on the tiny
+pair (real SGLang servers: the chat template, the context clamp and the cut are the runtimes')."""
 
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from relaygen_sgl.calibration import traces as traces_mod
+from relaygen_sgl import cli
+from relaygen_sgl.calibration.calibrate import calibrate
 from relaygen_sgl.calibration.io import CalibrationInputError, cue_list_path, load_cues
-from relaygen_sgl.calibration.traces import generate_traces, score_traces
-from relaygen_sgl.runtime_client import GenerateResult, RuntimeClient
+from relaygen_sgl.calibration.traces import generate_traces, score_traces, token_limit
+from relaygen_sgl.reasoning import THINK_END
+from relaygen_sgl.runtime_client import RuntimeClient
 
 # DEFAULT_CUE_TOKENS of the reference (jiwonsong-dev/RelayGen utils/utils.py), in its order; its
 # "So " and "so " are our word-boundary "So" and "so".
@@ -55,110 +56,95 @@ def test_compact_candidates_stay_selectable_by_name_or_path(tmp_path: Path):
         load_cues(tmp_path / "missing.txt")
 
 
-class FakeTokenizer:
-    """One token per character; the chat template wraps the user turn."""
-
-    def apply_chat_template(self, messages: list[dict[str, str]], tokenize: bool = False,
-                            add_generation_prompt: bool = True) -> str:  # fmt: skip
-        return f"<u>{messages[-1]['content']}</u><a>"
-
-    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
-        return [ord(c) for c in text]
-
-    def __call__(self, text: str, add_special_tokens: bool = False,
-                 return_offsets_mapping: bool = False) -> dict[str, Any]:  # fmt: skip
-        return {"input_ids": self.encode(text), "offset_mapping": [(i, i + 1) for i in range(len(text))]}
+PAPER = {"temperature": 0.6, "top_p": 0.95, "top_k": 20}
+QUESTIONS = ["What is 12 + 30?", "What is 7 + 8?"]
 
 
-class FakeRuntime(RuntimeClient):
-    def __init__(self) -> None:
-        super().__init__("http://fake.invalid", name="fake")
-        self.requests: list[dict[str, Any]] = []
-
-    @property
-    def tokenizer(self) -> FakeTokenizer:  # type: ignore[override]
-        return FakeTokenizer()
-
-    def generate(self, **kw: Any) -> GenerateResult:  # type: ignore[override]
-        self.requests.append(kw)
-        if kw.get("return_logprob"):
-            n = len(kw["input_ids"]) - kw["logprob_start_len"]
-            row = [[math.log(0.75), 1, None], [math.log(0.25), 2, None]]
-            return GenerateResult("", [], 0, 1, 0, "length", None, 0.0,
-                                  {"input_top_logprobs": [None] + [row] * (n - 1)})  # fmt: skip
-        return GenerateResult("So we add. Done.", [], 0, 16, 0, "length", None, 0.0)
+def _templated(client: RuntimeClient, problem: str) -> str:
+    return client.tokenizer.apply_chat_template([{"role": "user", "content": problem}], tokenize=False,
+                                                add_generation_prompt=True)  # fmt: skip
 
 
-def test_traces_use_the_chat_template_the_paper_sampling_and_a_clamped_budget(tmp_path, monkeypatch):
-    monkeypatch.setattr(traces_mod, "token_limit", lambda client: 40)
-    rt = FakeRuntime()
-    sampling = {"temperature": 0.6, "top_p": 0.95, "top_k": 20}
-    rows = generate_traces(["1+1?", "a much longer problem text"], rt, tmp_path / "t.jsonl", samples=2,
-                           max_tokens=32768, sampling=sampling, threads=1)  # fmt: skip
+def _prompt_ids(client: RuntimeClient, problem: str) -> list[int]:
+    return client.tokenizer.encode(_templated(client, problem), add_special_tokens=False)
+
+
+@pytest.fixture(scope="module")
+def clients(runtimes) -> dict[str, RuntimeClient]:
+    return {role: RuntimeClient(rt.url, role) for role, rt in (("large", runtimes.large),
+                                                               ("small", runtimes.small))}  # fmt: skip
+
+
+def test_traces_use_the_chat_template_the_paper_sampling_and_a_clamped_budget(clients, tmp_path: Path):
+    large = clients["large"]
+    limit = token_limit(large)
+    assert limit is not None and 0 < limit < 32768  # the tiny model's context, from /server_info
+    rows = generate_traces(QUESTIONS, large, tmp_path / "t.jsonl", samples=2, max_tokens=32768,
+                           sampling=PAPER, threads=2)  # fmt: skip
     assert [r["id"] for r in rows] == ["p00000-s00", "p00000-s01", "p00001-s00", "p00001-s01"]
-    prompts = {r["text"] for r in rt.requests}
-    assert prompts == {"<u>1+1?</u><a>", "<u>a much longer problem text</u><a>"}
-    by_prompt = {r["text"]: r["sampling_params"] for r in rt.requests}
-    short, long_ = by_prompt["<u>1+1?</u><a>"], by_prompt["<u>a much longer problem text</u><a>"]
-    assert short["max_new_tokens"] == 40 - len("<u>1+1?</u><a>")  # the context, not 32768
-    assert long_["max_new_tokens"] == 40 - len("<u>a much longer problem text</u><a>")
-    assert (short["temperature"], short["top_p"], short["top_k"]) == (0.6, 0.95, 20)
-    assert len({r["sampling_params"]["sampling_seed"] for r in rt.requests}) == 4
-    assert rows[0]["sampling"] == {**sampling, "max_tokens": 32768}
-    # Resuming with other sampling would mix two calibrations: refused.
+    for r in rows:  # each trace gets what the context leaves after its chat-templated prompt
+        assert r["max_new_tokens"] == limit - len(_prompt_ids(large, r["problem"]))
+        assert r["sampling"] == {**PAPER, "max_tokens": 32768}
+    assert len({r["seed"] for r in rows}) == 4
+    # The prompt is the model's own chat template: greedy, the trace is what the templated prompt gives.
+    (greedy,) = generate_traces(QUESTIONS[:1], large, tmp_path / "g.jsonl", max_tokens=40,
+                                sampling={"temperature": 0}, threads=1)  # fmt: skip
+    direct = large.generate(text=_templated(large, QUESTIONS[0]),
+                            sampling_params={"temperature": 0, "max_new_tokens": 40, "stop": [THINK_END],
+                                             "no_stop_trim": True})  # fmt: skip
+    assert greedy["reasoning"] == direct.text and greedy["reasoning"]
+    # Resuming with other sampling would mix two calibrations: refused before anything runs.
     with pytest.raises(CalibrationInputError, match="sampled with"):
-        generate_traces(["1+1?"], rt, tmp_path / "t.jsonl", samples=3, max_tokens=2048,
-                        sampling=sampling, threads=1)  # fmt: skip
-    # top_k <= 0 is "off": SGLang's default.
-    rt2 = FakeRuntime()
-    generate_traces(["1+1?"], rt2, tmp_path / "u.jsonl", sampling={"top_k": -1}, threads=1)
-    assert "top_k" not in rt2.requests[0]["sampling_params"]
+        generate_traces(QUESTIONS, large, tmp_path / "t.jsonl", samples=3, max_tokens=2048,
+                        sampling=PAPER, threads=1)  # fmt: skip
+    # top_k <= 0 is "off": SGLang's default, so it is not sent (nor recorded).
+    (off,) = generate_traces(QUESTIONS[:1], large, tmp_path / "u.jsonl", max_tokens=8,
+                             sampling={"top_k": -1}, threads=1)  # fmt: skip
+    assert "top_k" not in off["sampling"] and off["sampling"]["temperature"] == 0.6
 
 
-def test_scoring_skips_the_prompt_and_cuts_traces_to_the_small_context(tmp_path, monkeypatch):
-    trace = {"id": "p00000-s00", "problem": "1+1?", "reasoning": "So we add. Done."}
-    monkeypatch.setattr(traces_mod, "token_limit", lambda client: None)
-    (full,) = score_traces([trace], FakeRuntime(), tmp_path / "a.jsonl", threads=1)
-    assert len(full["margins"]) == len(full["offsets"]) == len(trace["reasoning"]) and not full["cut"]
-    assert full["margins"][0] == pytest.approx(0.5)
-    monkeypatch.setattr(traces_mod, "token_limit", lambda client: 25)
-    rt = FakeRuntime()
-    (cut,) = score_traces([trace], rt, tmp_path / "b.jsonl", threads=1)
-    prompt = len("<u>1+1?</u><a>")
-    assert len(cut["margins"]) == 25 - prompt - 1 and cut["cut"]
-    assert len(rt.requests[0]["input_ids"]) + 1 <= 25
-    assert json.loads((tmp_path / "b.jsonl").read_text())["id"] == "p00000-s00"
+def test_scoring_skips_the_prompt_and_cuts_traces_to_the_small_context(clients, tmp_path: Path):
+    small = clients["small"]
+    tok, limit = small.tokenizer, token_limit(small)
+    assert limit is not None
+    short = {"id": "p00000-s00", "problem": QUESTIONS[0],
+             "reasoning": "So we add 12 and 30. Thus the sum is 42."}  # fmt: skip
+    (full,) = score_traces([short], small, tmp_path / "a.jsonl", threads=1)
+    n = len(tok.encode(short["reasoning"], add_special_tokens=False))
+    assert len(full["margins"]) == len(full["offsets"]) == n and not full["cut"]  # reasoning tokens only
+    assert all(-1e-6 <= m <= 1 + 1e-6 for m in full["margins"])
+    long_ = {**short, "id": "p00000-s01", "reasoning": "So 1 + 1 = 2. " * (limit // 4)}
+    assert len(tok.encode(long_["reasoning"], add_special_tokens=False)) > limit
+    (cut,) = score_traces([long_], small, tmp_path / "b.jsonl", threads=1)
+    assert cut["cut"] and len(cut["margins"]) == limit - len(_prompt_ids(small, QUESTIONS[0])) - 1
+    assert json.loads((tmp_path / "b.jsonl").read_text())["id"] == "p00000-s01"
 
 
-class HealthyFake(FakeRuntime):
-    model_info = {"model_path": "fake-model"}  # type: ignore[assignment]
-
-    def health(self, timeout_s: float = 5.0) -> bool:
-        return True
-
-
-def test_calibrate_records_its_choices_in_the_provenance(tmp_path, monkeypatch):
-    from relaygen_sgl.calibration.calibrate import calibrate
-
-    monkeypatch.setattr(traces_mod, "token_limit", lambda client: 64)
+def test_calibrate_records_its_choices_in_the_provenance(runtimes, clients, tmp_path: Path):
     problems = tmp_path / "cal.jsonl"
-    problems.write_text('{"problem": "1+1?"}\n')
-    rt = HealthyFake()
-    res = calibrate(large=rt, small=rt, out_dir=tmp_path / "out", problems_path=problems, min_count=1,
-                    n_boot=20, show_progress=False)  # the paper's defaults  # fmt: skip
+    problems.write_text(json.dumps({"problem": QUESTIONS[0]}) + "\n")
+    out = tmp_path / "out"
+    res = calibrate(large=runtimes.large.url, small=runtimes.small.url, out_dir=out, problems_path=problems,
+                    min_count=1, n_boot=20, show_progress=False)  # the paper's defaults  # fmt: skip
     prov = res.profile.provenance
-    assert (prov["samples_per_problem"], prov["max_tokens"]) == (4, 32768)
+    assert (prov["samples_per_problem"], prov["max_tokens"], prov["traces"]) == (4, 32768, 4)
     assert (prov["temperature"], prov["top_p"], prov["top_k"]) == (0.6, 0.95, 20)
-    assert prov["max_new_tokens_range"] == [64 - len("<u>1+1?</u><a>")] * 2
+    budget = token_limit(clients["large"]) - len(_prompt_ids(clients["large"], QUESTIONS[0]))
+    assert prov["max_new_tokens_range"] == [budget, budget]  # clamped to the context, not 32768
     assert prov["segment_span"] == "after-cue"
     assert (prov["candidate_cues"], prov["candidate_count"]) == ("candidate_cues.txt", 91)
-    assert prov["traces"] == 4
-    so = next(s for s in res.stats if s.cue == "So")
-    assert so.count == 4 and so.segment_margin == pytest.approx(0.5)
-    calls = len(rt.requests)
+    assert res.profile.large_model == str(runtimes.large.model_path)  # asked of the runtime
+    saved = {f: (out / f).read_bytes() for f in ("traces.jsonl", "scores.jsonl")}
     # Another span or cue list re-runs only the analysis: the saved traces and scores are reused.
-    again = calibrate(large=rt, small=rt, out_dir=tmp_path / "out", problems_path=problems, min_count=1,
-                      n_boot=20, show_progress=False, segment_span="with-cue", cues_file="compact")
-    assert len(rt.requests) == calls
+    again = calibrate(large=runtimes.large.url, small=runtimes.small.url, out_dir=out, problems_path=problems,
+                      min_count=1, n_boot=20, show_progress=False, segment_span="with-cue",
+                      cues_file="compact")  # fmt: skip
+    assert {f: (out / f).read_bytes() for f in saved} == saved
     prov = again.profile.provenance
     assert prov["segment_span"] == "with-cue" and prov["candidate_cues"] == "candidate_cues_compact.txt"
+    # From saved traces the large runtime is not needed: the CLI takes the small one alone.
+    argv = ["calibrate", "--traces", str(out / "traces.jsonl"), "--small-url", runtimes.small.url,
+            "--out", str(tmp_path / "from-traces"), "--min-count", "1", "--bootstrap", "20"]  # fmt: skip
+    assert cli.main(argv) == 0
+    prov = json.loads((tmp_path / "from-traces" / "profile.json").read_text())["provenance"]
+    assert prov["traces_file"] == str(out / "traces.jsonl") and prov["scored"] == 4

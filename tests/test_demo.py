@@ -1,8 +1,9 @@
-"""The demo's rendering and speed line (no servers)."""
+"""The demo's rendering and speed line (pure), then the demo itself on the tiny pair (server)."""
 
 from __future__ import annotations
 
 import io
+import json
 
 from evals.demo import format_speed, legend, render, speed_summary, use_colour
 from relaygen_sgl.relay import RelayStats, Segment
@@ -42,8 +43,9 @@ def test_colour_only_on_a_terminal(monkeypatch):
     assert not use_colour("auto", Tty())
 
 
-def stats(large: int, small: int, latency: float) -> RelayStats:
-    return RelayStats(mode="relay", handoff="ids", large_tokens=large, small_tokens=small, latency_s=latency)
+def stats(large: int, small: int, latency: float) -> dict:
+    return RelayStats(mode="relay", handoff="ids", large_tokens=large, small_tokens=small,
+                      latency_s=latency).summary()  # fmt: skip
 
 
 def test_speed_line_from_both_passes():
@@ -55,3 +57,20 @@ def test_speed_line_from_both_passes():
     assert "speedup 2.0x over the large model alone" in line and "utilization 45.0%" in line
     only = speed_summary(relay, [], 20.0, 0.0)
     assert "speedup" not in only and "speedup" not in format_speed(only, 2)
+
+
+def test_demo_on_tiny_pair(runtimes, tiny_profile, tmp_path, capsys):
+    """SERVER TEST: both passes, all problems in flight on one event loop, then the speed line."""
+    from relaygen_sgl.cli import main
+
+    data = tmp_path / "sums.jsonl"
+    data.write_text("".join(json.dumps({"problem": f"What is {a} + {b}?", "answer": str(a + b)}) + "\n"
+                            for a, b in ((12, 30), (7, 8))))  # fmt: skip
+    argv = ["demo", "--large-url", runtimes.large.url, "--small-url", runtimes.small.url,
+            "--profile", str(tiny_profile.save(tmp_path / "tiny.json")), "--dataset", f"jsonl:{data}",
+            "--problems", "2", "--max-tokens", "40", "--color", "never"]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert out.count("--- output ---") == 2 and "[L]" in out and "(expected 42)" in out
+    assert "relaygen: " in out and "/2 right; large model alone: " in out
+    assert "large-model utilization" in out and "2 in flight, measured in this run" in out

@@ -1,21 +1,11 @@
-"""Eval summaries and the run_eval loop with a stand-in for relay_generate (no servers)."""
+"""Eval summaries from hand-written result rows (no servers; the run_eval loop is in test_evals)."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
-import pytest
-
-import evals.run_eval as run_eval_mod
-from evals.datasets import Problem
-from evals.run_eval import run_eval, sample_seed
+from evals.run_eval import sample_seed
 from evals.summary import bootstrap_ci, markdown, per_problem_accuracy, summarize
-from relaygen_sgl.profile import CueProfile
-from relaygen_sgl.relay import RelayResult, RelayStats
-
-PROFILE = CueProfile.from_dict({"large_model": "L", "small_model": "S", "cues": ["So"]})
 
 
 def row(mode: str, pid: str, correct: bool, sample: int | None = 0, **kw: Any) -> dict[str, Any]:
@@ -67,87 +57,7 @@ def test_rows_from_before_samples_and_truncation_still_summarize():
     assert m["accuracy"] == 1.0 and m["truncated"] == 0 and m["samples_per_problem"] == 1
 
 
-class FakeRelay:
-    """Stands in for relay_generate: answers right on even seeds, and records each call."""
-
-    def __init__(self) -> None:
-        self.calls: list[dict[str, Any]] = []
-
-    def __call__(self, **kw: Any) -> RelayResult:
-        self.calls.append(kw)
-        st = RelayStats(mode=kw["mode"], handoff="ids", large_tokens=8, small_tokens=2, latency_s=0.01,
-                        finish_reason="stop")  # fmt: skip
-        if kw["mode"] == "large_only":
-            st.large_tokens, st.small_tokens = 10, 0
-        ans = "42" if kw["seed"] % 2 == 0 else "41"
-        return RelayResult(text=f"<think>try \\boxed{{42}}</think>\\boxed{{{ans}}}", segments=[], stats=st)
-
-
-@pytest.fixture
-def fake(monkeypatch: pytest.MonkeyPatch) -> FakeRelay:
-    f = FakeRelay()
-    monkeypatch.setattr(run_eval_mod, "relay_generate", f)
-    monkeypatch.setattr(run_eval_mod, "templated_prompts", lambda large, small: lambda mode, p: "")
-    return f
-
-
-PROBLEMS = [Problem(f"p{i}", f"What is {i}?", "42") for i in range(3)]
-
-
-def test_paper_protocol_samples_k_seeded_and_resumes(fake: FakeRelay, tmp_path: Path):
-    kw = dict(large="L", small="S", profile=PROFILE, modes=["large_only", "relay"], out_dir=tmp_path,
-              protocol="paper", show_progress=False)  # fmt: skip
-    s = run_eval(PROBLEMS, **kw)
-    assert len(fake.calls) == 2 * 3 * 4
-    c = fake.calls[0]
-    assert {k: c["sampling"][k] for k in ("temperature", "top_p", "top_k")} == {
-        "temperature": 0.6, "top_p": 0.95, "top_k": 20}  # fmt: skip
-    seeds = {(c["mode"], c["seed"]) for c in fake.calls}
-    assert len(seeds) == 24  # every (problem, sample) its own seed ...
-    assert {c["seed"] for c in fake.calls if c["mode"] == "relay"} == {
-        c["seed"] for c in fake.calls if c["mode"] == "large_only"}  # ... the same in every mode  # fmt: skip
+def test_sample_seeds_depend_on_problem_and_sample_only():
     assert sample_seed(0, 2, 0) == 2  # sample 0 keeps the greedy protocol's seed + i
-    rows = [json.loads(x) for x in (tmp_path / "results.jsonl").read_text().splitlines()]
-    assert sorted({(r["mode"], r["id"], r["sample"]) for r in rows}) == sorted(
-        (m, p.id, k) for m in ("large_only", "relay") for p in PROBLEMS for k in range(4))
-    assert all(r["thinking"] and not r["truncated"] for r in rows)
-    relay = next(m for m in s["modes"] if m["mode"] == "relay")
-    # Right exactly on even seeds: the answer part decides, not the \boxed{} in the reasoning.
-    expected = sum(sample_seed(0, i, k) % 2 == 0 for i in range(3) for k in range(4)) / 12
-    assert relay["accuracy"] == pytest.approx(expected, abs=1e-4) and relay["samples_per_problem"] == 4
-    assert s["config"]["protocol"] == "paper" and s["config"]["samples"] == 4
-    assert relay["tokens_per_s"] is not None and relay["throughput_complete"]
-    summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["modes"] == s["modes"] and summary["ci"]["level"] == 0.95
-    # Resume: nothing left to do; more samples only run the new ones.
-    n = len(fake.calls)
-    assert run_eval(PROBLEMS, **kw)["modes"] == s["modes"] and len(fake.calls) == n
-    run_eval(PROBLEMS, **{**kw, "samples": 5})
-    assert len(fake.calls) == n + 2 * 3
-
-
-def test_greedy_protocol_reads_old_results_files(fake: FakeRelay, tmp_path: Path):
-    # A results.jsonl written before samples and truncation flags (keys: mode + id).
-    old = {"mode": "relay", "id": "p0", "expected": "42", "latency_s": 1.0, "output_tokens": 5,
-           "large_tokens": 3, "small_tokens": 2, "switches": 1, "seed": 0, "finish_reason": "length",
-           "concurrency": 1, "output": "<think>\\boxed{42} and then", "predicted": "42",
-           "correct": True}  # fmt: skip
-    (tmp_path / "results.jsonl").write_text(json.dumps(old) + "\n")
-    s = run_eval(PROBLEMS, large="L", small="S", profile=PROFILE, modes=["relay"], out_dir=tmp_path,
-                 show_progress=False)  # fmt: skip
-    assert len(fake.calls) == 2  # p0 was done; p1, p2 ran
-    assert [c["sampling"] for c in fake.calls] == [{"temperature": 0.0, "sampling_seed": s} for s in (1, 2)]
-    (relay,) = s["modes"]
-    assert relay["n"] == 3 and relay["truncated"] == 1  # the old row, regraded: no answer part
-    assert relay["accuracy"] == pytest.approx(1 / 3, abs=1e-4)  # p2 (seed 2) right; old p0 now wrong
-    assert (tmp_path / "results.jsonl").read_text().splitlines()[0] == json.dumps(old)  # left as it was
-
-
-def test_throughput_mode_runs_many_in_flight(fake: FakeRelay, tmp_path: Path):
-    s = run_eval(PROBLEMS, large="L", small="S", profile=PROFILE, modes=["large_only", "relay"],
-                 out_dir=tmp_path, throughput=True, show_progress=False)  # fmt: skip
-    tp = json.loads((tmp_path / "throughput.json").read_text())
-    assert tp["relay"]["concurrency"] == 16 and tp["relay"]["generations"] == 3
-    assert tp["relay"]["output_tokens"] == 30 and tp["large_only"]["complete"]
-    assert all(m["tokens_per_s"] > 0 and m["problems_per_s"] > 0 for m in s["modes"])
-    assert s["config"]["throughput"] is True
+    seeds = {sample_seed(5, i, k) for i in range(3) for k in range(4)}
+    assert len(seeds) == 12

@@ -10,13 +10,10 @@ import pytest
 
 from evals.datasets import load_dataset
 from evals.grading import extract_answer, is_correct
-from evals.run_eval import EvalIncomplete, run_eval
-from relaygen_sgl.profile import CueProfile
+from evals.run_eval import EvalIncomplete, run_eval, sample_seed
+from relaygen_sgl.relay import RelayPair, RelayStats
 
-TINY_PROFILE = CueProfile.from_dict({
-    "large_model": "tiny-large", "small_model": "tiny-small",
-    "cues": ["So", "Therefore,", "Thus", "Now,", "Wait,", "Alternatively,", "Similarly,"],
-})  # fmt: skip
+SUMMARY_FIELDS = set(RelayStats(mode="relay", handoff="ids").summary())
 
 
 @pytest.mark.parametrize(
@@ -63,10 +60,10 @@ def _sums(tmp_path: Path) -> Path:
     return data
 
 
-def test_eval_pipeline_on_three_problems(runtimes, tmp_path: Path):
+def test_eval_pipeline_on_three_problems(runtimes, tiny_profile, tmp_path: Path):
     problems = load_dataset(f"jsonl:{_sums(tmp_path)}")
     out = tmp_path / "run"
-    kw = dict(large=runtimes.large.url, small=runtimes.small.url, profile=TINY_PROFILE, out_dir=out,
+    kw = dict(large=runtimes.large.url, small=runtimes.small.url, profile=tiny_profile, out_dir=out,
               modes=["large_only", "relay", "random_switch", "small_only"], max_tokens=150,
               temperature=0.8, seed=1, show_progress=False)  # fmt: skip
     summary = run_eval(problems, **kw)
@@ -87,12 +84,13 @@ def test_eval_pipeline_on_three_problems(runtimes, tmp_path: Path):
     assert again["modes"] == summary["modes"]
 
 
-def test_eval_keeps_going_when_a_runtime_is_down_and_a_rerun_fills_the_gaps(runtimes, tmp_path: Path):
+def test_eval_keeps_going_when_a_runtime_is_down_and_a_rerun_fills_the_gaps(runtimes, tiny_profile,
+                                                                          tmp_path: Path):
     with socket.socket() as s:  # a loopback port nobody listens on
         s.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{s.getsockname()[1]}"
     problems = load_dataset("jsonl:" + str(_sums(tmp_path)))
-    kw = dict(small=runtimes.small.url, profile=TINY_PROFILE, out_dir=tmp_path / "run",
+    kw = dict(small=runtimes.small.url, profile=tiny_profile, out_dir=tmp_path / "run",
               modes=["small_only", "large_only"], max_tokens=40, show_progress=False)  # fmt: skip
     with pytest.raises(EvalIncomplete, match=r"(?s)3 problem\(s\) failed.*large_only/sums-1") as err:
         run_eval(problems, large=dead, **kw)
@@ -106,22 +104,62 @@ def test_eval_keeps_going_when_a_runtime_is_down_and_a_rerun_fills_the_gaps(runt
     assert {r["mode"]: r["n"] for r in summary["modes"]} == {"large_only": 3, "small_only": 3}
 
 
-def test_paper_protocol_and_throughput_on_three_problems(runtimes, tmp_path: Path):
-    """SERVER TEST: k samples per problem at the paper's sampling, throughput per mode, resumable."""
+def test_paper_protocol_and_throughput_on_three_problems(runtimes, tiny_profile, tmp_path: Path):
+    """SERVER TEST: k samples per problem at the paper's sampling, seeded per (problem, sample) alike
+    in every mode, in flight together on one pair, throughput per mode, resumable."""
     problems = load_dataset(f"jsonl:{_sums(tmp_path)}")
     out = tmp_path / "paper"
-    kw = dict(large=runtimes.large.url, small=runtimes.small.url, profile=TINY_PROFILE, out_dir=out,
-              modes=["large_only", "relay"], max_tokens=60, protocol="paper", samples=2, throughput=True,
-              concurrency=4, show_progress=False)  # fmt: skip
+    pair = RelayPair(runtimes.large.url, runtimes.small.url)
+    kw = dict(large=pair, profile=tiny_profile, out_dir=out, modes=["large_only", "relay"], max_tokens=60,
+              protocol="paper", samples=2, throughput=True, concurrency=4, show_progress=False)  # fmt: skip
     summary = run_eval(problems, **kw)
     rows = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
     assert sorted((r["mode"], r["id"], r["sample"]) for r in rows) == sorted(
         (m, p.id, k) for m in ("large_only", "relay") for p in problems for k in range(2))
+    index = {p.id: i for i, p in enumerate(problems)}
+    assert all(r["seed"] == sample_seed(0, index[r["id"]], r["sample"]) for r in rows)  # mode-free
     assert all(r["sampling"] == {"temperature": 0.6, "top_p": 0.95, "top_k": 20} for r in rows)
-    assert all("truncated" in r and "thinking" in r for r in rows)
+    assert all("truncated" in r and "thinking" in r and SUMMARY_FIELDS <= set(r) for r in rows)
+    tp = json.loads((out / "throughput.json").read_text())
     for m in summary["modes"]:
         assert m["problems"] == 3 and m["samples_per_problem"] == 2 and m["tokens_per_s"] > 0
         assert m["throughput_concurrency"] == 4 and m["throughput_complete"]
+        # Four in flight on one event loop: the requests overlapped, so their latencies sum past the wall.
+        assert sum(r["latency_s"] for r in rows if r["mode"] == m["mode"]) > tp[m["mode"]]["wall_s"]
     assert json.loads((out / "summary.json").read_text())["config"]["protocol"] == "paper"
+    lines = (out / "results.jsonl").read_text().splitlines()
     again = run_eval(problems, **kw)
-    assert len((out / "results.jsonl").read_text().splitlines()) == 12 and again["modes"] == summary["modes"]
+    assert (out / "results.jsonl").read_text().splitlines() == lines and again["modes"] == summary["modes"]
+    # One more sample runs only the new one, per problem and mode.
+    more = run_eval(problems, **{**kw, "samples": 3})
+    now = (out / "results.jsonl").read_text().splitlines()
+    added = sorted((r["mode"], r["sample"]) for r in map(json.loads, now[12:]))
+    assert now[:12] == lines and added == [("large_only", 2)] * 3 + [("relay", 2)] * 3
+    # The whole-mode throughput measurement stands; the piece does not replace it.
+    assert all(m["samples_per_problem"] == 3 and m["throughput_complete"] for m in more["modes"])
+
+
+def test_greedy_protocol_regrades_old_results_files(runtimes, tiny_profile, tmp_path: Path):
+    """SERVER TEST: a results.jsonl from before samples and truncation flags (keys: mode + id) is
+    resumed, its row regraded by the current rules and left as it was on disk."""
+    problems = load_dataset(f"jsonl:{_sums(tmp_path)}")
+    old = {"mode": "relay", "id": "sums-1", "expected": "42", "latency_s": 1.0, "output_tokens": 5,
+           "large_tokens": 3, "small_tokens": 2, "switches": 1, "seed": 0, "finish_reason": "length",
+           "concurrency": 1, "output": "<think>\\boxed{42} and then", "predicted": "42",
+           "correct": True}  # fmt: skip
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "results.jsonl").write_text(json.dumps(old) + "\n")
+    s = run_eval(problems, large=runtimes.large.url, small=runtimes.small.url, profile=tiny_profile,
+                 modes=["relay"], out_dir=out, max_tokens=40, throughput=True,
+                 show_progress=False)  # fmt: skip
+    lines = (out / "results.jsonl").read_text().splitlines()
+    assert lines[0] == json.dumps(old)  # left as it was
+    new = [json.loads(x) for x in lines[1:]]
+    assert sorted((r["id"], r["seed"]) for r in new) == [("sums-2", 1), ("sums-3", 2)]
+    assert all(r["sampling"] == {"temperature": 0.0} and r["concurrency"] == 16 for r in new)
+    (relay,) = s["modes"]
+    # The old row, regraded: its reasoning never closed, so it has no answer: wrong and truncated.
+    assert relay["n"] == 3 and relay["truncated"] == 1 + sum(r["truncated"] for r in new)
+    assert relay["accuracy"] == pytest.approx(sum(r["correct"] for r in new) / 3, abs=1e-4)
+    assert relay["throughput_concurrency"] == 16 and not relay["throughput_complete"]  # resumed in pieces

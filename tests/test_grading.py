@@ -43,7 +43,7 @@ def test_only_the_answer_part_counts_for_thinking_models():
     out = "<think>maybe \\boxed{41}</think>\n\nSo the answer is \\boxed{42}."
     g = grade(out, "42", thinking=True, finish_reason="stop")
     assert (g.correct, g.truncated, g.predicted) == (True, False, "42")
-    assert answer_part(out, thinking=True) == "\n\nSo the answer is \\boxed{42}."
+    assert answer_part(out, thinking=True) == "So the answer is \\boxed{42}."  # as split_reasoning splits
     assert not grade("<think>\\boxed{42}</think> no idea", "42", thinking=True).correct
 
 

@@ -145,3 +145,18 @@ def test_serve_runtimes_help_documents_the_launch_flags():
     for flag in ("--device", "--large-sglang-args", "--small-sglang-args", "--speculative",
                  "--speculative-draft"):  # fmt: skip
         assert flag in out
+
+
+def test_calibrate_starts_one_runtime_from_the_shared_flags(model: Path):
+    from relaygen_sgl.cli import build_parser
+    from relaygen_sgl.pair_args import runtime_from_args
+
+    args = build_parser().parse_args(["calibrate", "--traces", "t.jsonl", "--small-model", str(model),
+                                      "--out", "o", "--device", "cuda", "--dtype", "float16",
+                                      "--small-sglang-args", "--context-length 4096",
+                                      "--speculative", "standalone", "--speculative-draft", str(model)])
+    small = runtime_from_args(args, "small").command()
+    assert _flag(small, "--context-length") == "4096" and _flag(small, "--dtype") == "float16"
+    assert "--speculative-algorithm" not in small  # speculation is the large runtime's
+    large = runtime_from_args(args, "large", model).command()
+    assert _flag(large, "--speculative-algorithm") == "STANDALONE" and "--context-length" not in large

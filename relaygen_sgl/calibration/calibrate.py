@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from relaygen_sgl.calibration.io import CUE_LISTS, cue_list_path, load_cues, load_problems, read_jsonl
+from relaygen_sgl.calibration.io import CUE_LISTS, cue_list_path, load_cues, load_problems
 from relaygen_sgl.calibration.margins import (
     SEGMENT_SPANS,
     CueStat,
@@ -21,7 +21,10 @@ from relaygen_sgl.calibration.margins import (
     cue_statistics,
 )
 from relaygen_sgl.cues import SENTENCE_END_REGEX, CueMatcher
+from relaygen_sgl.jsonl import read_jsonl
+from relaygen_sgl.pair_args import add_runtime_args, open_runtimes
 from relaygen_sgl.profile import CueProfile
+from relaygen_sgl.runtime_client import RuntimeClient
 
 
 @dataclass
@@ -88,8 +91,10 @@ def calibrate(
 
     from relaygen_sgl.calibration.report import markdown_table, plot_deltas, plot_margins, write_csv
     from relaygen_sgl.calibration.traces import generate_traces, score_traces
-    from relaygen_sgl.runtime_client import RuntimeClient
 
+    # One client per runtime for the whole run: its pooled connections, model info and tokenizer.
+    large_client = RuntimeClient.of(large, "large") if large is not None else None
+    small_client = RuntimeClient.of(small, "small")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cues = load_cues(cues_file)
@@ -103,10 +108,9 @@ def calibrate(
         if missing:
             raise ValueError(f"{traces_path}: trace records need field '{missing[0]}'")
     else:
-        if problems_path is None or large is None:
+        if problems_path is None or large_client is None:
             raise ValueError("give a calibration set and a large runtime, or saved traces")
         problems = load_problems(problems_path)
-        large_client = RuntimeClient.of(large, "large")
         if not large_client.health():
             raise ConnectionError(f"large runtime at {large_client.url} is not reachable")
         total = len(problems) * samples
@@ -114,7 +118,6 @@ def calibrate(
             traces = generate_traces(problems, large_client, out / "traces.jsonl", samples=samples,
                                      seed=seed, max_tokens=max_tokens, threads=threads,
                                      sampling=sampling, progress=bar.update)  # fmt: skip
-    small_client = RuntimeClient.of(small, "small")
     if not small_client.health():
         raise ConnectionError(f"small runtime at {small_client.url} is not reachable")
     with tqdm(total=len(traces), desc="scoring", disable=not show_progress) as bar:
@@ -126,7 +129,7 @@ def calibrate(
     kept = [s for s in stats if s.kept]
     profile = CueProfile.from_dict({
         "name": f"{large_name or 'large'}__{small_name or 'small'}",
-        "large_model": large_name or (RuntimeClient.of(large).model_info["model_path"] if large else "large"),
+        "large_model": large_name or (large_client.model_info["model_path"] if large_client else "large"),
         "small_model": small_name or small_client.model_info["model_path"],
         "cues": [{"text": s.cue, "delta": round(s.delta, 5), "count": s.count,
                   "ci": [round(s.ci_low, 5), round(s.ci_high, 5)]} for s in kept],
@@ -185,7 +188,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="candidate cue list: a file (one cue per line) or a bundled list by name: "
         f"{', '.join(CUE_LISTS)} (default: paper, the reference implementation's 91 candidates)",
     )
-    rt = p.add_argument_group("runtimes (URL of a running server, or a model folder to start)")
+    rt = p.add_argument_group("runtimes (URL of a running server, or a model folder to start; "
+                              "the large one is not needed with --traces)")  # fmt: skip
     rt.add_argument("--large-url", help="URL of the large model's SGLang server")
     rt.add_argument("--small-url", help="URL of the small model's SGLang server")
     rt.add_argument("--large-model", help="HF folder of the large model (started for the run)")
@@ -216,29 +220,25 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     sel.add_argument("--max-small-tokens", type=int, default=64, help="profile: cap on a small-model segment")
     p.add_argument("--out", required=True, help="output folder (also the resume state)")
+    add_runtime_args(p)
     p.set_defaults(func=_run)
     # fmt: skip
 
 
 def _run(args: argparse.Namespace) -> int:
-    from relaygen_sgl.runtimes import SGLangRuntime
-
     if not args.problems and not args.traces:
         print("relaygen calibrate: give --problems or --traces", file=sys.stderr)
         return 2
+    # With saved traces the large model only names the profile: it is not started.
+    roles = ("small",) if args.traces else ("large", "small")
+    if any(not (getattr(args, f"{r}_url") or getattr(args, f"{r}_model")) for r in roles):
+        print("relaygen calibrate: give --small-url/--small-model and, without --traces, "
+              "--large-url/--large-model", file=sys.stderr)  # fmt: skip
+        return 2
     with ExitStack() as stack:
-        urls: dict[str, str | None] = {}
-        for role in ("large", "small"):
-            url, model = getattr(args, f"{role}_url"), getattr(args, f"{role}_model")
-            if url is None and model is not None:
-                url = stack.enter_context(SGLangRuntime(model, name=role)).url
-            urls[role] = url
-        if urls["small"] is None or (urls["large"] is None and not args.traces):
-            print("relaygen calibrate: give --small-url/--small-model and, without --traces, "
-                  "--large-url/--large-model", file=sys.stderr)  # fmt: skip
-            return 2
+        urls = open_runtimes(args, stack, roles)
         result = calibrate(
-            large=urls["large"], small=urls["small"], out_dir=args.out,
+            large=urls.get("large") or args.large_url, small=urls["small"], out_dir=args.out,
             problems_path=args.problems, traces_path=args.traces,
             large_name=args.large_name or args.large_model, small_name=args.small_name or args.small_model,
             cues_file=args.cues_file, samples=args.samples, seed=args.seed,

@@ -1,10 +1,10 @@
-"""Calibration inputs and resumable JSONL outputs."""
+"""Calibration inputs: the calibration set and the candidate cue lists."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
+
+from relaygen_sgl.jsonl import JsonlError, numbered_records
 
 _DATA = Path(__file__).resolve().parent.parent / "data"
 CANDIDATE_CUES = _DATA / "candidate_cues.txt"  # the reference implementation's 91 candidates
@@ -21,13 +21,11 @@ def load_problems(path: str | Path) -> list[str]:
     if not path.is_file():
         raise CalibrationInputError(f"{path}: calibration set not found")
     problems = []
-    for i, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise CalibrationInputError(f"{path}:{i}: not valid JSON ({e})") from e
+    try:
+        rows = list(numbered_records(path.read_text(), str(path)))
+    except JsonlError as e:
+        raise CalibrationInputError(str(e)) from e
+    for i, row in rows:
         if not isinstance(row, dict) or not isinstance(row.get("problem"), str):
             raise CalibrationInputError(f"{path}:{i}: each line needs a string 'problem' field")
         problems.append(row["problem"])
@@ -54,26 +52,3 @@ def load_cues(path: str | Path | None = None) -> list[str]:
     if not cues:
         raise CalibrationInputError(f"{path}: no cues in the list")
     return cues
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Complete records only: a line cut short by a kill is dropped (and rewritten later)."""
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return rows
-
-
-def repair_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Rewrite ``path`` with its complete records so appends start on a clean line."""
-    rows = read_jsonl(path)
-    if path.exists():
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-        tmp.replace(path)
-    return rows

@@ -13,10 +13,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import requests
+import httpx
 
-from relaygen_sgl.calibration.io import CalibrationInputError, repair_jsonl
-from relaygen_sgl.relay import THINK_END
+from relaygen_sgl.calibration.io import CalibrationInputError
+from relaygen_sgl.jsonl import repair_jsonl
+from relaygen_sgl.reasoning import THINK_END
 from relaygen_sgl.runtime_client import RuntimeClient
 
 
@@ -36,11 +37,11 @@ def token_limit(client: RuntimeClient) -> int | None:
     """
     for route in ("/server_info", "/get_server_info"):
         try:
-            r = requests.get(client.url + route, timeout=60)
-            if r.ok:
+            r = client.sync_client.get(client.url + route, timeout=60)  # the client's own pool
+            if r.is_success:
                 value = r.json().get("max_req_input_len")
                 return int(value) if value else None
-        except (requests.RequestException, ValueError):
+        except (httpx.HTTPError, ValueError):
             continue
     return None
 
@@ -91,7 +92,7 @@ def generate_traces(
     the chat-templated prompt.  ``relaygen calibrate`` passes the paper's settings (4 samples,
     32768 tokens, T 0.6 / top_p 0.95 / top_k 20); these library defaults are the cheap ones.
     """
-    client = RuntimeClient.of(large)
+    client = RuntimeClient.of(large, "large")  # one client (and tokenizer) for the whole step
     path = Path(out_path)
     path.parent.mkdir(parents=True, exist_ok=True)
     sampling = {"temperature": 0.6, "top_p": 0.95, **(sampling or {})}
@@ -144,7 +145,7 @@ def score_traces(
     """
     from relaygen_sgl.calibration.margins import token_margins
 
-    client = RuntimeClient.of(small)
+    client = RuntimeClient.of(small, "small")
     path = Path(out_path)
     path.parent.mkdir(parents=True, exist_ok=True)
     done = {r["id"] for r in repair_jsonl(path)}
