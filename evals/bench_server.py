@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from relaygen_sgl.tiny_models import TINY_CUES, build_tiny_pair
+from relaygen_sgl.tiny_models import build_tiny_pair, tiny_profile
 
 QUESTION = [{"role": "user", "content": "What is 12 + 30?"}]
 
@@ -120,10 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     tiny = build_tiny_pair(args.tiny_dir)
-    profile = out / "tiny-profile.json"
-    profile.write_text(
-        json.dumps({"large_model": "tiny-large", "small_model": "tiny-small", "cues": TINY_CUES})
-    )
+    profile = tiny_profile().save(out / "tiny-profile.json")
     results = []
     with ExitStack() as stack:
         # Room for 256 streams of prompt + max_tokens in each runtime's KV cache.

@@ -24,7 +24,7 @@ from relaygen_sgl.launch_options import Speculative, resolve_device
 from relaygen_sgl.profile import CueProfile
 from relaygen_sgl.relay import RelayPair, relay_generate
 from relaygen_sgl.runtimes import RuntimePair
-from relaygen_sgl.tiny_models import TINY_CUES, build_tiny_pair
+from relaygen_sgl.tiny_models import build_tiny_pair, tiny_profile
 
 QUESTION = [{"role": "user", "content": "What is 12 + 30?"}]
 
@@ -54,8 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     device = resolve_device("auto")
     rows.append(("torch sees CUDA", device == "cuda", f"device auto -> {device}"))
     tiny = build_tiny_pair(args.tiny_dir)
-    profile = CueProfile.from_dict({"large_model": "tiny-large", "small_model": "tiny-small",
-                                    "cues": TINY_CUES})  # fmt: skip
+    profile = tiny_profile()
     if device == "cuda":
         with RuntimePair(tiny.large, tiny.small, device="cuda", log_dir=out / "logs") as rp:
             pair = RelayPair(rp.large, rp.small)

@@ -263,6 +263,13 @@ class RuntimeClient:
             return await asyncio.to_thread(lambda: self.tokenizer)
         return self._tokenizer
 
+    def server_info(self) -> dict[str, Any]:
+        """``/server_info`` (``/get_server_info`` on older SGLang): the runtime's limits."""
+        try:
+            return self._request("GET", "/server_info", timeout=60).json()
+        except RuntimeRequestError:
+            return self._request("GET", "/get_server_info", timeout=60).json()
+
     def tokenize(self, text: str, add_special_tokens: bool = True) -> list[int]:
         """The ids the runtime itself makes of ``text`` (its tokenizer, its settings)."""
         body = {"prompt": text, "add_special_tokens": add_special_tokens}

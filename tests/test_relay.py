@@ -7,20 +7,14 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import QUESTION
 
-from relaygen_sgl.profile import CueProfile
 from relaygen_sgl.relay import THINK_END, RelayError, RelayPair, relay_generate
 from relaygen_sgl.relay.machine import CLOSE_THINK
 from relaygen_sgl.runtimes import SGLangRuntime, process_group_alive
+from relaygen_sgl.tiny_models import tiny_profile
 
-TINY_PROFILE = CueProfile.from_dict({
-    "large_model": "tiny-large",
-    "small_model": "tiny-small",
-    "cues": ["So", "Therefore,", "Thus", "Now,", "Wait,", "Alternatively,", "Similarly,"],
-    "min_large_tokens": 5,
-    "max_small_tokens": 24,
-})  # fmt: skip
-QUESTION = [{"role": "user", "content": "What is 12 + 30?"}]
+TINY_PROFILE = tiny_profile(min_large_tokens=5, max_small_tokens=24)
 
 
 def _run(runtimes, seed: int, **kw):

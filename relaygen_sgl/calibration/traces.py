@@ -13,12 +13,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from relaygen_sgl.calibration.io import CalibrationInputError
 from relaygen_sgl.jsonl import repair_jsonl
 from relaygen_sgl.reasoning import THINK_END
-from relaygen_sgl.runtime_client import RuntimeClient
+from relaygen_sgl.runtime_client import RuntimeClient, RuntimeRequestError
 
 
 def _messages(problem: str) -> list[dict[str, str]]:
@@ -35,15 +33,11 @@ def token_limit(client: RuntimeClient) -> int | None:
     SGLang's ``max_req_input_len`` is the smaller of the model's context and the KV cache,
     less a small margin; a request over the context is refused, so traces are clamped to it.
     """
-    for route in ("/server_info", "/get_server_info"):
-        try:
-            r = client.sync_client.get(client.url + route, timeout=60)  # the client's own pool
-            if r.is_success:
-                value = r.json().get("max_req_input_len")
-                return int(value) if value else None
-        except (httpx.HTTPError, ValueError):
-            continue
-    return None
+    try:
+        value = client.server_info().get("max_req_input_len")
+    except RuntimeRequestError:
+        return None
+    return int(value) if value else None
 
 
 def _check_same_sampling(path: Path, rows: Sequence[dict[str, Any]], sampling: dict[str, Any]) -> None:

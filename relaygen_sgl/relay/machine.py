@@ -244,6 +244,7 @@ class RelayMachine:
             answer=split.answer,
             output_ids=self.output_ids if self.prompt_ids is not None else None,
             reasoning_tokens=reasoning_tokens,
+            thinking=self.thinking,
         )
 
     # -- turn logic ------------------------------------------------------------------------

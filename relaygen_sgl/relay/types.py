@@ -177,3 +177,4 @@ class RelayResult:
     answer: str = ""
     output_ids: list[int] | None = None  # only with token-id handoff
     reasoning_tokens: int = 0  # tokens before the answer, in a thinking generation
+    thinking: bool = False  # the machine's decision: a thinking generation (reasoning.thinks)
