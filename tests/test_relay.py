@@ -159,3 +159,25 @@ def test_eos_inside_the_reasoning_closes_it_and_the_answer_model_answers(runtime
     assert closed.segments[i].text == CLOSE_THINK and closed.segments[i].num_tokens == 0
     assert kinds[i + 1:] == ["answer"] and closed.segments[i + 1].model == "small"
     assert closed.answer and THINK_END in closed.text
+
+
+def test_a_runtime_restarted_with_another_model_is_not_served_stale(runtimes, tiny_pair, tmp_path: Path):
+    """No tokenizer or handoff decision outlives a restart on the same port."""
+    victim = SGLangRuntime(tiny_pair.small, name="victim", log_dir=tmp_path / "a", max_total_tokens=2048)
+    victim.start()
+    port = victim.port
+    pair = RelayPair(runtimes.large, victim)
+    try:
+        before = relay_generate(messages=QUESTION, large=pair, profile=TINY_PROFILE, max_tokens=60)
+        assert Path(pair.small.model_info["model_path"]) == tiny_pair.small
+        victim.stop()
+        with pytest.raises(RelayError):
+            relay_generate(messages=QUESTION, large=pair, mode="small_only", max_tokens=8)
+        victim = SGLangRuntime(tiny_pair.large, name="victim", port=port, log_dir=tmp_path / "b",
+                               max_total_tokens=2048).start()  # fmt: skip
+        after = relay_generate(messages=QUESTION, large=pair, profile=TINY_PROFILE, max_tokens=60)
+        assert Path(pair.small.model_info["model_path"]) == tiny_pair.large
+        assert pair.small.model_generation == 1
+        assert before.stats.output_tokens and after.stats.output_tokens
+    finally:
+        victim.stop()

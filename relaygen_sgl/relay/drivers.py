@@ -103,7 +103,7 @@ def run_sync(m: RelayMachine, pair: RelayPair,
             m.fail(call, e)
             raise _fault(call, e) from e
         except BaseException:
-            m.fail(call, None)  # type: ignore[arg-type]
+            m.fail(call)
             client.abort(call.rid)  # Ctrl-C: the runtime must not go on for nobody
             raise
         deltas = m.complete(call, res)
@@ -137,7 +137,7 @@ async def stream_async(m: RelayMachine, pair: RelayPair, *, stream: bool = True)
             raise _fault(call, e) from e
         finally:
             if not done and m.in_flight is call:
-                m.fail(call, None)  # type: ignore[arg-type]
+                m.fail(call)
                 # Shielded: the abort must reach the runtime even while we are being cancelled.
                 await asyncio.shield(client.aabort(call.rid))
         for d in m.complete(call, res):  # type: ignore[arg-type]

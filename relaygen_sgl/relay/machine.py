@@ -224,8 +224,9 @@ class RelayMachine:
         self._advance(outcome)
         return self._emit(self.output_text, call.role, call.kind, final=self.phase is None)
 
-    def fail(self, call: Call, error: BaseException) -> None:
-        """The call failed; the relay ends (the driver raises a RelayError naming the runtime)."""
+    def fail(self, call: Call, error: BaseException | None = None) -> None:
+        """The call failed or was cancelled (``error`` None); the relay ends.  The driver raises
+        a RelayError naming the runtime, or lets the cancellation through."""
         self._check(call)
         self._in_flight = None
         self.phase = None
