@@ -9,7 +9,6 @@ only the transport differs.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import threading
 import time
@@ -18,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import orjson
 
 
 class RuntimeUnavailable(RuntimeError):
@@ -62,8 +62,10 @@ class StreamProgress:
 # token/s per stream, so the read timeout is generous; a dead server still fails at once (reset).
 DEFAULT_TIMEOUT_S = float(os.environ.get("RELAYGEN_REQUEST_TIMEOUT_S", 3 * 3600))
 CONNECT_TIMEOUT_S = 10.0
-# Enough for hundreds of concurrent relays on one runtime; httpx queues beyond it.
-POOL_LIMITS = httpx.Limits(max_connections=1024, max_keepalive_connections=256)
+# Enough for hundreds of concurrent relays on one runtime; httpx queues beyond it.  Idle
+# connections are dropped before the server's keep-alive timeout (uvicorn's 5 s), so a
+# request never races the server closing the connection it reuses.
+POOL_LIMITS = httpx.Limits(max_connections=1024, max_keepalive_connections=256, keepalive_expiry=2.0)
 
 
 def _result(out: dict[str, Any], name: str, latency: float) -> GenerateResult:
@@ -110,7 +112,7 @@ class _StreamState:
         data = line[5:].strip()
         if data == "[DONE]":
             return None
-        out = json.loads(data)
+        out = orjson.loads(data)  # SGLang sends the whole output in every chunk: parse it fast
         if "error" in out:
             raise RuntimeRequestError(f"runtime {self.name!r} failed the request: {out['error']}")
         ids = list(out.get("output_ids") or [])

@@ -131,6 +131,7 @@ class RelayMachine:
         self._in_flight: Call | None = None
         self._emitted = 0  # chars of output_text (+ in-flight text) already handed out as deltas
         self._hold = (THINK_END, *config.stop)
+        self._hold_len = max(len(m) for m in self._hold)
         self._t0 = time.perf_counter()
 
     @property
@@ -185,24 +186,34 @@ class RelayMachine:
 
     # -- what came back --------------------------------------------------------------------
     def progress(self, call: Call, text: str) -> list[Delta]:
-        """The in-flight call's text so far; returns the part of it that is now final."""
+        """The in-flight call's text so far; returns the part of it that is now final.
+
+        Work per chunk is proportional to the new text, not to the output so far: a long
+        reasoning turn streams thousands of chunks."""
         self._check(call)
+        base = len(self.output_text)
         limit = len(text)
+        # Only text not yet handed out can hold a cut; search a marker's length before it.
+        scan = max(self._emitted - base - self._hold_len, 0)
         if call.kind == "finish" and self.sentence_end is not None:
             before = self.output_text[-_CTX_CHARS:]
-            m = self.sentence_end.search(before + text, len(before))
+            m = self.sentence_end.search(before + text, len(before))  # a turn of <= max_small tokens
             if m is not None:
                 limit = min(limit, m.end() - len(before))
-        think = text.find(THINK_END)
+        think = text.find(THINK_END, scan)
         if think >= 0:
             limit = min(limit, think if call.kind == "finish" else think + len(THINK_END))
-        full = self.output_text + text[:limit]
-        start = max(len(self.output_text) - max((len(s) for s in self.config.stop), default=0), 0)
         for stop in self.config.stop:  # never show a user stop string, nor what follows it
-            i = full.find(stop, start)
+            i = text.find(stop, scan, limit)
             if i >= 0:
-                full = full[:i]
-        return self._emit(full, call.role, call.kind)
+                limit = i
+        if self.config.stop:  # one that begins in the committed text held back before this turn
+            w0 = max(min(self._emitted, base) - self._hold_len, 0)
+            edge = self.output_text[w0:] + text[: min(limit, self._hold_len)]
+            hits = [j for st in self.config.stop if (j := edge.find(st)) >= 0]
+            if hits:
+                limit = min(limit, w0 + min(hits) - base)  # negative: it began before this turn
+        return self._emit(base + limit, call.role, call.kind, text)
 
     def complete(self, call: Call, res: TurnResult) -> list[Delta]:
         """The call finished: commit what it kept and decide the next phase."""
@@ -216,13 +227,14 @@ class RelayMachine:
         else:
             self._commit(call.role, "answer", res.text, res.output_ids)
             outcome = Outcome.LENGTH if res.finish_type == "length" else Outcome.EOS
-        if self.config.stop and self._apply_stop():
-            outcome = Outcome.STOP
         if self.remaining <= 0 and outcome not in (Outcome.STOP, Outcome.EOS):
             outcome = Outcome.LENGTH
-        self.stats.outcome = outcome.value
         self._advance(outcome)
-        return self._emit(self.output_text, call.role, call.kind, final=self.phase is None)
+        # After _advance: the text it may add (a closed think block) is output too.
+        if self.config.stop and self._apply_stop():
+            outcome, self.phase = Outcome.STOP, None
+        self.stats.outcome = outcome.value
+        return self._emit(len(self.output_text), call.role, call.kind, final=self.phase is None)
 
     def fail(self, call: Call, error: BaseException | None = None) -> None:
         """The call failed or was cancelled (``error`` None); the relay ends.  The driver raises
@@ -392,23 +404,45 @@ class RelayMachine:
             piece = tok.decode(ids[:k])
         return piece, ids[:k]
 
-    def _emit(self, full: str, role: Role, kind: Kind, final: bool = False) -> list[Delta]:
-        """Hand out ``full[self._emitted:]``, one delta per model, except a tail that might
-        still be cut: a partial ``</think>`` or user stop string at the end.  ``full`` is the
-        committed output plus the in-flight call's final-so-far text (``role``/``kind``)."""
-        limit = len(full) if final else len(full) - _partial_tail(full, self._hold)
+    def _emit(self, limit: int, role: Role, kind: Kind, turn: str = "", final: bool = False) -> list[Delta]:
+        """Hand out the output up to ``limit`` (an index into the committed output followed by
+        the in-flight ``turn`` text of ``role``/``kind``), one delta per model, except a tail
+        that might still be cut: a partial ``</think>`` or user stop string at the end."""
+        base = len(self.output_text)
+        if not final:
+            limit -= self._partial_tail(limit, turn)
         if limit <= self._emitted:
             return []
-        out, pos = [], 0
-        pieces = [(seg.model, seg.kind, len(seg.text)) for seg in self.segments]
-        pieces.append((role, kind, max(len(full) - len(self.output_text), 0)))
-        for model, seg_kind, n in pieces:
-            lo, hi = max(pos, self._emitted), min(pos + n, limit)
-            if hi > lo:
-                out.append(Delta(model, seg_kind, full[lo:hi]))
-            pos += n
+        out = []
+        if self._emitted < base:  # held-back committed text (rare): walk back over the segments
+            pos = base
+            pieces = []
+            for seg in reversed(self.segments):
+                pos -= len(seg.text)
+                lo, hi = max(pos, self._emitted), min(pos + len(seg.text), limit)
+                if hi > lo:
+                    pieces.append(Delta(seg.model, seg.kind, self.output_text[lo:hi]))
+                if pos <= self._emitted:
+                    break
+            out += reversed(pieces)
+        lo = max(self._emitted, base)
+        if limit > lo:
+            out.append(Delta(role, kind, turn[lo - base : limit - base]))
         self._emitted = limit
         return out
+
+    def _partial_tail(self, limit: int, turn: str) -> int:
+        """Length of the longest suffix of the output up to ``limit`` that is a proper prefix
+        of ``</think>`` or a user stop string."""
+        base, n = len(self.output_text), self._hold_len
+        if limit >= base:
+            k = limit - base
+            tail = turn[max(k - n, 0) : k]
+            if k < n:
+                tail = self.output_text[max(base - (n - k), 0) :] + tail
+        else:
+            tail = self.output_text[max(limit - n, 0) : limit]
+        return _partial_tail(tail, self._hold)
 
     def _check(self, call: Call) -> None:
         if self._in_flight is None or call.rid != self._in_flight.rid:
