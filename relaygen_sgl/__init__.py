@@ -8,7 +8,6 @@ __version__ = "0.1.0"
 
 from relaygen_sgl.profile import CueProfile, ProfileError
 from relaygen_sgl.relay import RelayError, RelayResult, relay_generate
-from relaygen_sgl.sgl_program import configure, relay_gen
 
 # The frontend backend imports SGLang's frontend (seconds); only those who use it pay for that.
 _FRONTEND = ("RelayBackend", "single_model")
@@ -28,8 +27,6 @@ __all__ = [
     "RelayBackend",
     "RelayError",
     "RelayResult",
-    "configure",
-    "relay_gen",
     "relay_generate",
     "single_model",
 ]
