@@ -1,46 +1,48 @@
-"""Command-line plumbing shared by the example programs: which runtimes, which profile."""
+"""Command-line plumbing shared by the example programs: which runtimes, which profile, and the
+``.run()`` sampling defaults.  The programs themselves are plain SGLang; RelayGen is the backend."""
 
 from __future__ import annotations
 
 import argparse
-import re
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from typing import Any
 
-import sglang as sgl
-
-import relaygen_sgl
+from relaygen_sgl.frontend import RelayBackend
 from relaygen_sgl.pair_args import add_pair_args, open_pair
-from relaygen_sgl.profile import CueProfile
 
 
 def add_runtime_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("runtimes (URLs of running servers, or model folders to start)")
     add_pair_args(g)
-    g.add_argument(
-        "--chat-template", default="chatml", help="SGLang frontend chat template name (default: %(default)s)"
-    )
-    g.add_argument("--max-tokens", type=int, default=1024, help="output token budget")
+    g.add_argument("--chat-template", default="chatml",
+                   help="SGLang frontend chat template of the large model (default: %(default)s); "
+                        "the small model gets the same turns in its own HF chat template")  # fmt: skip
+    g.add_argument("--max-tokens", type=int, default=1024, help="output token budget of each gen")
     g.add_argument("--temperature", type=float, default=0.0)
     g.add_argument("--answer-model", choices=("small", "large"), default="small")
     g.add_argument("--mode", choices=("relay", "large_only", "small_only"), default="relay")  # fmt: skip
 
 
 @contextmanager
-def relay_backend(args: argparse.Namespace) -> Iterator[None]:
-    """Point the SGLang frontend at the large runtime and RelayGen at the small one."""
+def relay_backend(args: argparse.Namespace) -> Iterator[RelayBackend]:
+    """The RelayBackend over the two runtimes (started here unless URLs were given)."""
     with ExitStack() as stack:
         large, small = open_pair(args, stack)
-        sgl.set_default_backend(sgl.RuntimeEndpoint(large, chat_template_name=args.chat_template))
-        relaygen_sgl.configure(
-            small=small,
-            profile=CueProfile.load(args.profile),
-            max_tokens=args.max_tokens,
-            answer_model=args.answer_model,
-            mode=args.mode,
-            sampling={"temperature": args.temperature},
-        )
-        yield
+        backend = RelayBackend(large, small, args.profile, chat_template=args.chat_template, mode=args.mode,
+                               answer_model=args.answer_model)  # fmt: skip
+        stack.callback(backend.shutdown)
+        yield backend
+
+
+def run_defaults(args: argparse.Namespace) -> dict[str, Any]:
+    """Sampling defaults for ``program.run(...)`` / ``run_batch(...)``; every gen inherits them."""
+    return {"max_new_tokens": args.max_tokens, "temperature": args.temperature}
+
+
+def relay_summary(meta: dict[str, Any] | None) -> dict[str, Any]:
+    """The relay stats of one gen (``s.get_meta_info(name)["relaygen"]``), without per-call detail."""
+    return {k: v for k, v in ((meta or {}).get("relaygen") or {}).items() if k != "calls"}
 
 
 def boxed_answer(text: str) -> str | None:
@@ -55,7 +57,3 @@ def boxed_answer(text: str) -> str | None:
             return text[i:j].strip()
     return None
 
-
-def last_choice_letter(text: str, letters: str) -> str | None:
-    hits = re.findall(rf"\b([{letters}])\b", text)
-    return hits[-1] if hits else None

@@ -1,4 +1,5 @@
-"""Batch math through ``run_batch`` (threads, progress bar), one JSON line per problem.
+"""Batch math through ``run_batch`` (threads, progress bar), one JSON line per problem; every
+``sgl.gen`` of every program is relayed by the backend.
 
 python -m programs.batch_math --problems problems.jsonl --num-threads 8
 (each line: {"problem": "...", "answer": "..."}; "answer" is optional)
@@ -10,7 +11,7 @@ import argparse
 import json
 from pathlib import Path
 
-from programs._common import add_runtime_args, relay_backend
+from programs._common import add_runtime_args, boxed_answer, relay_backend, relay_summary, run_defaults
 from programs.math_boxed import solve_math
 
 DEMO = [
@@ -43,22 +44,29 @@ def main(argv: list[str] | None = None) -> int:
     add_runtime_args(p)
     args = p.parse_args(argv)
     problems = load_problems(args.problems)
-    with relay_backend(args):
+    with relay_backend(args) as backend:
         states = solve_math.run_batch(
             [{"question": row["problem"]} for row in problems],
+            backend=backend,
             num_threads=args.num_threads,
             progress_bar=True,
+            **run_defaults(args),
         )
+        failed = 0
         for row, state in zip(problems, states, strict=True):
-            stats = state.get_meta_info("solution")
+            if state.error() is not None:
+                failed += 1
+                print(json.dumps({"problem": row["problem"], "error": str(state.error())}))
+                continue
+            stats = relay_summary(state.get_meta_info("solution"))
             print(json.dumps({
                 "problem": row["problem"],
-                "answer": state["answer"],
+                "answer": boxed_answer(state["solution"]),
                 "expected": row.get("answer"),
                 "large_utilization": stats["large_utilization"],
                 "switches": stats["switches"],
             }))  # fmt: skip
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

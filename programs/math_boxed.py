@@ -1,4 +1,4 @@
-"""Step-by-step math with RelayGen reasoning and a \\boxed{} answer.
+"""Step-by-step math with a \\boxed{} answer: a plain SGLang program, relayed by the backend.
 
 python -m programs.math_boxed --question "What is 12 + 30?"
 """
@@ -10,19 +10,15 @@ import json
 
 import sglang as sgl
 
-from programs._common import add_runtime_args, boxed_answer, relay_backend
-from relaygen_sgl import relay_gen
+from programs._common import add_runtime_args, boxed_answer, relay_backend, relay_summary, run_defaults
 
 INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
 
 
 @sgl.function
 def solve_math(s, question: str):
-    s += sgl.user(f"{question}\n{INSTRUCTION}")
-    s += sgl.assistant_begin()
-    result = relay_gen(s, "solution")
-    s += sgl.assistant_end()
-    s.set_var("answer", boxed_answer(result.answer or result.text))
+    s += sgl.user(question + "\n" + INSTRUCTION)
+    s += sgl.assistant(sgl.gen("solution"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,15 +26,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--question", required=True, help="the math problem")
     add_runtime_args(p)
     args = p.parse_args(argv)
-    with relay_backend(args):
-        state = solve_math.run(question=args.question)
+    with relay_backend(args) as backend:
+        state = solve_math.run(question=args.question, backend=backend, **run_defaults(args))
+        if state.error() is not None:
+            raise SystemExit(f"error: {state.error()}")
         print(state["solution"])
-        print(json.dumps({"answer": state["answer"], "stats": _short(state.get_meta_info("solution"))}))
+        stats = relay_summary(state.get_meta_info("solution"))
+        print(json.dumps({"answer": boxed_answer(state["solution"]), "stats": stats}))
     return 0
-
-
-def _short(stats: dict) -> dict:
-    return {k: v for k, v in stats.items() if k != "calls"}
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Multiple choice: RelayGen reasons, then ``sgl.select`` picks the letter on the large model.
+"""Multiple choice: the reasoning is relayed, then ``sgl.select`` picks the letter on the large model.
 
 python -m programs.multiple_choice --question "Which is prime?" --choices 4 6 7 9
 """
@@ -11,18 +11,17 @@ import string
 
 import sglang as sgl
 
-from programs._common import add_runtime_args, relay_backend
-from relaygen_sgl import relay_gen
+from programs._common import add_runtime_args, relay_backend, relay_summary, run_defaults
 
 
 @sgl.function
 def answer_choice(s, question: str, choices: list[str]):
-    letters = string.ascii_uppercase[: len(choices)]
+    letters = list(string.ascii_uppercase[: len(choices)])
     options = "\n".join(f"({letter}) {c}" for letter, c in zip(letters, choices, strict=True))
-    s += sgl.user(f"{question}\n{options}\nThink it through, then answer with one letter.")
+    s += sgl.user(question + "\n" + options + "\nThink it through, then answer with one letter.")
     s += sgl.assistant_begin()
-    relay_gen(s, "reasoning")
-    s += "\nFinal answer: (" + sgl.select("choice", choices=list(letters)) + ")"
+    s += sgl.gen("reasoning")
+    s += "\nFinal answer: (" + sgl.select("choice", choices=letters) + ")"
     s += sgl.assistant_end()
 
 
@@ -34,10 +33,13 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if len(args.choices) < 2:
         p.error("--choices needs at least two options")
-    with relay_backend(args):
-        state = answer_choice.run(question=args.question, choices=args.choices)
+    with relay_backend(args) as backend:
+        state = answer_choice.run(question=args.question, choices=args.choices, backend=backend,
+                                  **run_defaults(args))  # fmt: skip
+        if state.error() is not None:
+            raise SystemExit(f"error: {state.error()}")
         print(state["reasoning"])
-        stats = {k: v for k, v in state.get_meta_info("reasoning").items() if k != "calls"}
+        stats = relay_summary(state.get_meta_info("reasoning"))
         print(json.dumps({"choice": state["choice"], "stats": stats}))
     return 0
 

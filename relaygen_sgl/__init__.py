@@ -1,17 +1,32 @@
 """relaygen-sgl: RelayGen intra-generation model switching on SGLang runtimes."""
 
+from __future__ import annotations
+
+from typing import Any
+
 __version__ = "0.1.0"
 
 from relaygen_sgl.profile import CueProfile, ProfileError
 from relaygen_sgl.relay import RelayError, RelayResult, relay_generate
-from relaygen_sgl.sgl_program import configure, relay_gen
+
+# The frontend backend imports SGLang's frontend (seconds); only those who use it pay for that.
+_FRONTEND = ("RelayBackend", "single_model")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _FRONTEND:
+        from relaygen_sgl import frontend
+
+        return getattr(frontend, name)
+    raise AttributeError(f"module 'relaygen_sgl' has no attribute {name!r}")
+
 
 __all__ = [
     "CueProfile",
     "ProfileError",
+    "RelayBackend",
     "RelayError",
     "RelayResult",
-    "configure",
-    "relay_gen",
     "relay_generate",
+    "single_model",
 ]
