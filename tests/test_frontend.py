@@ -9,16 +9,15 @@ from pathlib import Path
 
 import pytest
 import sglang as sgl
-from conftest import TINY_PROFILE
 from sglang.lang.chat_template import ChatTemplate, get_chat_template
 from transformers import AutoTokenizer
 
 from relaygen_sgl import RelayBackend, RelayError, single_model
-from relaygen_sgl.profile import CueProfile
 from relaygen_sgl.runtime_client import RuntimeClient
 from relaygen_sgl.runtimes import free_port
+from relaygen_sgl.tiny_models import tiny_profile
 
-PROFILE = CueProfile.from_dict(TINY_PROFILE)
+PROFILE = tiny_profile()
 QUESTIONS = ["What is 7 + 8?", "What is 21 + 21?", "What is 12 + 30?"]
 RUN = {"temperature": 0, "max_new_tokens": 160}  # .run() defaults, honoured by every gen
 
