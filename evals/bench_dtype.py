@@ -1,7 +1,7 @@
 """float32 vs bfloat16 on CPU: decode speed side by side in one run, and whether answers change.
 
-Both runtimes serve the large model at once (each idle one sleeps); the measurements
-alternate between them, in a different order each repeat, so drift on a noisy machine
+One runtime at a time serves the large model (the float32 one alone takes 8 GB of RAM); the
+dtypes alternate within the run, in a different order each repeat, so drift on a noisy machine
 cancels.  Single stream and batch 8, every request decoding exactly ``--tokens`` tokens
 (``ignore_eos``).  ``--agreement N`` then solves the first N GSM8K problems greedily with
 both (one server at a time) and reports how many outputs and answers agree.  Each phase's
@@ -16,8 +16,8 @@ import argparse
 import json
 import statistics
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -43,13 +43,18 @@ def decode_rate(client: RuntimeClient, batch: int, tokens: int, seed: int) -> fl
     return n / (time.perf_counter() - t0)
 
 
-def speed(clients: dict[str, RuntimeClient], repeats: int, tokens: int) -> dict[str, Any]:
-    rates: dict[str, dict[str, list[float]]] = {d: {"single": [], "batch8": []} for d in clients}
+def speed(runtime: Callable[[str], SGLangRuntime], repeats: int, tokens: int) -> dict[str, Any]:
+    """One server at a time (the float32 1.5B model alone takes 8 GB of RAM), the dtype order
+    alternating per repeat, each server warmed up before it is timed."""
+    rates: dict[str, dict[str, list[float]]] = {d: {"single": [], "batch8": []} for d in DTYPES}
     for rep in range(repeats):
-        order = list(clients) if rep % 2 == 0 else list(reversed(clients))
+        order = list(DTYPES) if rep % 2 == 0 else list(reversed(DTYPES))
         for d in order:
-            rates[d]["single"].append(decode_rate(clients[d], 1, tokens, seed=rep))
-            rates[d]["batch8"].append(decode_rate(clients[d], 8, tokens, seed=rep))
+            with runtime(d) as rt:
+                client = RuntimeClient(rt.url, d)
+                client.generate(text=PROMPT, sampling_params={"max_new_tokens": 4})
+                rates[d]["single"].append(decode_rate(client, 1, tokens, seed=rep))
+                rates[d]["batch8"].append(decode_rate(client, 8, tokens, seed=rep))
             print(f"repeat {rep}: {d}: single {rates[d]['single'][-1]:.2f} tok/s, "
                   f"batch 8 {rates[d]['batch8'][-1]:.2f} tok/s", flush=True)  # fmt: skip
     out: dict[str, Any] = {"tokens_per_request": tokens, "repeats": repeats, "tok_s": rates}
@@ -145,12 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     if speed_file.exists():  # resumable: the speed phase is done
         speed_res = json.loads(speed_file.read_text())
     else:
-        with ExitStack() as stack:
-            runtimes = {d: stack.enter_context(runtime(d)) for d in DTYPES}
-            clients = {d: RuntimeClient(rt.url, d) for d, rt in runtimes.items()}
-            for c in clients.values():  # warm-up: first-request paths out of the timing
-                c.generate(text=PROMPT, sampling_params={"max_new_tokens": 4})
-            speed_res = speed(clients, args.repeats, args.tokens)
+        speed_res = speed(runtime, args.repeats, args.tokens)
         speed_file.write_text(json.dumps(speed_res, indent=2))
     res: dict[str, Any] = {"float32_model": f32_path, "bfloat16_model": args.bfloat16_model,
                            "speed": speed_res}  # fmt: skip

@@ -273,13 +273,21 @@ class RuntimeClient:
             return self._request("GET", "/get_server_info", timeout=60).json()
 
     def tokenize(self, text: str, add_special_tokens: bool = True) -> list[int]:
-        """The ids the runtime itself makes of ``text`` (its tokenizer, its settings)."""
+        """The ids the runtime itself makes of ``text`` (its tokenizer, its settings); where it
+        has no ``/tokenize`` (sglang-router does not route it), the local tokenizer's."""
         body = {"prompt": text, "add_special_tokens": add_special_tokens}
-        return list(self._request("POST", "/tokenize", json=body, timeout=60).json()["tokens"])
+        try:
+            return list(self._request("POST", "/tokenize", json=body, timeout=60).json()["tokens"])
+        except RuntimeRequestError:
+            return list(self.tokenizer.encode(text, add_special_tokens=add_special_tokens))
 
     async def atokenize(self, text: str, add_special_tokens: bool = True) -> list[int]:
         body = {"prompt": text, "add_special_tokens": add_special_tokens}
-        return list((await self._arequest("POST", "/tokenize", json=body, timeout=60)).json()["tokens"])
+        try:
+            return list((await self._arequest("POST", "/tokenize", json=body, timeout=60)).json()["tokens"])
+        except RuntimeRequestError:
+            tok = await self.atokenizer()
+            return list(tok.encode(text, add_special_tokens=add_special_tokens))
 
     # -- generation ------------------------------------------------------------------------
     def generate(self, *, text: str | None = None, input_ids: list[int] | None = None,
