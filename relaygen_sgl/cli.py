@@ -11,7 +11,8 @@ from collections.abc import Callable, Sequence
 
 from relaygen_sgl.launch_options import LaunchError
 from relaygen_sgl.pair_args import add_runtime_args, pair_from_args
-from relaygen_sgl.runtimes import RuntimeStartError
+from relaygen_sgl.runtime_pool import PoolPair, PoolStartError, RuntimePool
+from relaygen_sgl.runtimes import RuntimePair, RuntimeStartError, SGLangRuntime
 
 
 def _serve_runtimes(args: argparse.Namespace) -> int:
@@ -19,26 +20,39 @@ def _serve_runtimes(args: argparse.Namespace) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with pair:
-        info = {
-            role: {
-                "url": rt.url,
-                "pid": rt.pid,
-                "model": str(rt.model_path),
-                "device": rt.device,
-                "log": str(rt.log_path),
-            }
-            for role, rt in (("large", pair.large), ("small", pair.small))
-        }
-        print(json.dumps(info), flush=True)
+        roles = (("large", pair.large), ("small", pair.small))
+        print(json.dumps({role: _describe(rt) for role, rt in roles}), flush=True)
         try:
             while not stop.wait(1.0):
-                for rt in (pair.large, pair.small):
-                    if rt.proc is not None and rt.proc.poll() is not None:
-                        print(f"runtime {rt.name} exited; stopping", file=sys.stderr)
-                        return 1
+                if (why := _dead(pair)) is not None:
+                    print(f"{why}; stopping", file=sys.stderr)
+                    return 1
         except KeyboardInterrupt:
             pass
     return 0
+
+
+def _describe(rt: SGLangRuntime | RuntimePool) -> dict[str, object]:
+    if isinstance(rt, RuntimePool):  # with replicas: the router (or only worker), and every worker
+        return rt.describe()
+    return {"url": rt.url, "pid": rt.pid, "model": str(rt.model_path), "device": rt.device,
+            "log": str(rt.log_path)}  # fmt: skip
+
+
+def _dead(pair: RuntimePair | PoolPair) -> str | None:
+    """Why serving must end: a runtime exited, or a pool lost its router or its last worker.
+    A pool that lost one replica goes on with the others (the relay routes around it)."""
+    if isinstance(pair, RuntimePair):
+        for rt in (pair.large, pair.small):
+            if rt.proc is not None and rt.proc.poll() is not None:
+                return f"runtime {rt.name} exited"
+        return None
+    for pool in (pair.large, pair.small):
+        if pool.router_proc is not None and pool.router_proc.poll() is not None:
+            return f"the sglang-router of pool {pool.name} exited"
+        if not any(pool.worker_alive(w.url) for w in pool.workers):
+            return f"every worker of pool {pool.name} exited"
+    return None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,8 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "serve-runtimes",
         help="start the large and small SGLang runtimes (CPU or CUDA)",
-        description="Start both SGLang runtimes of a pair, print one JSON line with their URLs and "
-        "PIDs, and serve until Ctrl-C or SIGTERM (both are stopped by PID).",
+        description="Start both SGLang runtimes of a pair (with --large-replicas/--small-replicas: that "
+        "many workers per model and an sglang-router in front of several), print one JSON line with "
+        "their URLs and PIDs, and serve until Ctrl-C or SIGTERM (everything is stopped by PID).",
     )
     p.add_argument("--large", required=True, help="HF folder of the large (reasoning) model")
     p.add_argument("--small", required=True, help="HF folder of the small (finishing) model")
@@ -76,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         return int(args.func(args) or 0)
-    except (LaunchError, RuntimeStartError, FileNotFoundError) as e:
+    except (LaunchError, RuntimeStartError, PoolStartError, FileNotFoundError) as e:
         # Configuration and start-up faults: the message says what and which runtime; no traceback.
         print(f"relaygen {args.command}: error: {e}", file=sys.stderr)
         return 2

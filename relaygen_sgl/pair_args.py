@@ -16,6 +16,13 @@ from relaygen_sgl.launch_options import DEVICES, SPECULATIVE_ALGORITHMS, Specula
 ROLES = ("large", "small")
 
 
+def _replicas(value: str) -> int:
+    n = int(value)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"needs at least one replica, got {value}")
+    return n
+
+
 def add_runtime_args(p: argparse.ArgumentParser | Any) -> None:
     """How runtimes are started: device, dtype, KV size, per-runtime SGLang args, speculation."""
     g = p.add_argument_group("starting runtimes")
@@ -41,6 +48,11 @@ def add_runtime_args(p: argparse.ArgumentParser | Any) -> None:
     g.add_argument("--speculative-num-steps", type=int, default=None)
     g.add_argument("--speculative-eagle-topk", type=int, default=None)
     g.add_argument("--speculative-num-draft-tokens", type=int, default=None)
+    g.add_argument("--large-replicas", type=_replicas, default=1, metavar="N",
+                   help="SGLang workers for the large model; more than one get an sglang-router in front, "
+                        "and each relay request stays on one of them (default: %(default)s)")  # fmt: skip
+    g.add_argument("--small-replicas", type=_replicas, default=1, metavar="M",
+                   help="the same for the small model (default: %(default)s)")  # fmt: skip
     g.add_argument("--log-dir", default=None, help="where SGLang server logs go (default: a temp dir)")
     g.add_argument("--startup-timeout", type=float, default=600.0,
                    help="seconds to wait for each server to become healthy "
@@ -89,9 +101,16 @@ def runtime_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def pair_from_args(args: argparse.Namespace, large: Any = None, small: Any = None) -> Any:
+    """A RuntimePair, or a PoolPair (workers + routers, same ``.large``/``.small.url``) with replicas."""
     from relaygen_sgl.runtimes import RuntimePair
 
-    return RuntimePair(large or args.large_model, small or args.small_model, **runtime_kwargs(args))
+    large, small = large or args.large_model, small or args.small_model
+    replicas = {f"{r}_replicas": getattr(args, f"{r}_replicas", 1) for r in ("large", "small")}
+    if max(replicas.values()) > 1:
+        from relaygen_sgl.runtime_pool import PoolPair
+
+        return PoolPair(large, small, **replicas, **runtime_kwargs(args))
+    return RuntimePair(large, small, **runtime_kwargs(args))
 
 
 def runtime_from_args(args: argparse.Namespace, role: str, model: Any = None) -> Any:

@@ -365,7 +365,8 @@ class RuntimePool:
         self.stop()
 
     # -- requests --------------------------------------------------------------
-    def _worker_alive(self, url: str) -> bool:
+    def worker_alive(self, url: str) -> bool:
+        """False once a worker this pool started has exited; True for workers run elsewhere."""
         for w in self.workers:
             if w.url == url:
                 return w.proc is not None and w.proc.poll() is None
@@ -379,7 +380,7 @@ class RuntimePool:
         """
         ranked = [u for u in rank_workers(key, self.worker_urls) if u not in exclude]
         for url in ranked:
-            if self._worker_alive(url):
+            if self.worker_alive(url):
                 return url
         if ranked:
             return ranked[0]
@@ -392,7 +393,7 @@ class RuntimePool:
             listed = {w.get("url"): w for w in (router_workers(self.url, timeout_s) or [])}
         workers: dict[str, dict[str, Any]] = {}
         for url in self.worker_urls:
-            entry: dict[str, Any] = {"healthy": self._worker_alive(url) and self._answers(url, timeout_s)}
+            entry: dict[str, Any] = {"healthy": self.worker_alive(url) and self._answers(url, timeout_s)}
             if self.has_router:
                 seen = listed.get(url)
                 entry["routed"] = bool(seen and seen.get("is_healthy"))
@@ -447,6 +448,23 @@ class RuntimePool:
             if resp.status_code != 200:
                 raise RuntimeError(f"{url} did not flush its cache: {resp.status_code} {resp.text[:160]}")
 
+    def describe(self) -> dict[str, Any]:
+        """URLs, PIDs and logs of what this pool started (``relaygen serve-runtimes`` prints it)."""
+        workers = [{"url": w.url, "pid": w.pid, "log": str(w.log_path)} for w in self.workers]
+        first = self.workers[0] if self.workers else None
+        out: dict[str, Any] = {
+            "url": self.url,
+            "model": str(self.model_path) if self.model_path else None,
+            "device": first.device if first else None,
+            "router": None,
+            "workers": workers,
+        }
+        if self.has_router and self.router_proc is not None:
+            out["router"] = {"url": self.url, "pid": self.router_proc.pid, "log": str(self.router_log_path)}
+            return {**out, "pid": self.router_proc.pid, "log": str(self.router_log_path)}
+        only = workers[0] if workers else {}
+        return {**out, "pid": only.get("pid"), "log": only.get("log")}
+
     def __repr__(self) -> str:
         try:
             url: str | None = self.url
@@ -467,6 +485,37 @@ def start_pools(*pools: RuntimePool) -> tuple[RuntimePool, ...]:
             pool.stop()
         raise
     return pools
+
+
+class PoolPair:
+    """The large and the small pool of a relay, started together (every worker loads at once).
+
+    The pool twin of :class:`~relaygen_sgl.runtimes.RuntimePair`: ``large_args``/``small_args``
+    go to every worker of that model, ``speculative`` to the large ones, the rest to all.
+    """
+
+    def __init__(self, large: str | Path, small: str | Path, *, large_replicas: int = 1,
+                 small_replicas: int = 1, large_args: Sequence[str] = (), small_args: Sequence[str] = (),
+                 speculative: Any = None, **common: Any) -> None:  # fmt: skip
+        self.large = RuntimePool(large, large_replicas, name="large", sglang_args=large_args,
+                                 speculative=speculative, **common)  # fmt: skip
+        self.small = RuntimePool(small, small_replicas, name="small", sglang_args=small_args, **common)
+
+    def start(self) -> PoolPair:
+        for w in (*self.large.workers, *self.small.workers):
+            w.check()  # a bad flag or folder must not leave the other workers running
+        start_pools(self.large, self.small)
+        return self
+
+    def stop(self) -> None:
+        self.small.stop()
+        self.large.stop()
+
+    def __enter__(self) -> PoolPair:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 @atexit.register

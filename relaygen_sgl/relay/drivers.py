@@ -52,13 +52,16 @@ def prepare(pair: RelayPair, config: RelayConfig, prompt: Any = None, messages: 
             request_id: str | None = None) -> RelayMachine:  # fmt: skip
     """A machine for one request, its prompts rendered (sync: may load tokenizers)."""
     used = runtimes_used(config.mode)
+    request_id = request_id or new_request_id()  # known now: it picks the replica of every call
     try:
+        pair.refresh(used)  # routers' worker lists, down replicas back up
         mode = pair.handoff(used, handoff)
         toks = {r: pair.clients[r].tokenizer for r in used}
         texts, ids = render_prompts(prompt, messages, toks, handoff=mode,
                                     chat_template_kwargs=chat_template_kwargs)  # fmt: skip
         if mode == "ids" and ids is None:
-            ids = {r: pair.clients[r].tokenize(texts[r], add_special_tokens=messages is None) for r in used}
+            ids = {r: pair.client_for(r, request_id).tokenize(texts[r], add_special_tokens=messages is None)
+                   for r in used}  # fmt: skip
     except RUNTIME_FAULTS as e:
         raise RelayError(f"could not prepare the relay: {e}") from e
     return _machine(texts, ids, toks, profile, config, request_id)
@@ -69,13 +72,16 @@ async def aprepare(pair: RelayPair, config: RelayConfig, prompt: Any = None, mes
                    chat_template_kwargs: dict[str, Any] | None = None,
                    request_id: str | None = None) -> RelayMachine:  # fmt: skip
     used = runtimes_used(config.mode)
+    request_id = request_id or new_request_id()
     try:
+        await pair.arefresh(used)
         mode = await pair.ahandoff(used, handoff)
         toks = {r: await pair.clients[r].atokenizer() for r in used}
         texts, ids = render_prompts(prompt, messages, toks, handoff=mode,
                                     chat_template_kwargs=chat_template_kwargs)  # fmt: skip
         if mode == "ids" and ids is None:
-            ids = {r: await pair.clients[r].atokenize(texts[r], add_special_tokens=messages is None)
+            ids = {r: await pair.client_for(r, request_id).atokenize(texts[r],
+                                                                     add_special_tokens=messages is None)
                    for r in used}  # fmt: skip
     except RUNTIME_FAULTS as e:
         raise RelayError(f"could not prepare the relay: {e}") from e
@@ -87,7 +93,8 @@ def run_sync(m: RelayMachine, pair: RelayPair,
              on_delta: Callable[[Delta], None] | None = None) -> RelayResult:  # fmt: skip
     """Drive ``m`` to the end; turns are streamed only when ``on_delta`` listens."""
     while (call := m.next_call()) is not None:
-        client = pair.clients[call.role]
+        # Every call of this request meets the same replica (its prefix cache, its abort).
+        client = pair.client_for(call.role, m.request_id)
         deltas: list[Delta] = []
         try:
             if on_delta is None:
@@ -101,6 +108,7 @@ def run_sync(m: RelayMachine, pair: RelayPair,
                             on_delta(d)
         except RUNTIME_FAULTS as e:
             m.fail(call, e)
+            pair.report_fault(call.role, client, e)  # an unreachable replica leaves the rotation
             raise _fault(call, e) from e
         except BaseException:
             m.fail(call)
@@ -118,7 +126,7 @@ async def stream_async(m: RelayMachine, pair: RelayPair, *, stream: bool = True)
     """Drive ``m``, yielding final deltas as they arrive.  Cancelling the task or closing
     the generator aborts the in-flight call on its runtime."""
     while (call := m.next_call()) is not None:
-        client = pair.clients[call.role]
+        client = pair.client_for(call.role, m.request_id)  # the abort below goes to this replica too
         done = False
         try:
             if stream:
@@ -134,6 +142,7 @@ async def stream_async(m: RelayMachine, pair: RelayPair, *, stream: bool = True)
             done = True
         except RUNTIME_FAULTS as e:
             m.fail(call, e)
+            pair.report_fault(call.role, client, e)
             raise _fault(call, e) from e
         finally:
             if not done and m.in_flight is call:

@@ -55,7 +55,7 @@ def create_app(config: ServerConfig) -> FastAPI:
     @app.get("/health")
     async def health() -> JSONResponse:
         pools = await service.health()
-        ok = all(pools.values())
+        ok = all(p["ok"] for p in pools.values())  # 503 as long as either model has no live worker
         return JSONResponse({"status": "ok" if ok else "degraded", **pools}, status_code=200 if ok else 503)
 
     @app.get("/v1/models")

@@ -127,8 +127,10 @@ class RelayService:
             # Wait for the aborts (shielded inside the drivers) to go out.
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def health(self) -> dict[str, Any]:
-        large, small = await asyncio.gather(self.pair.large.ahealth(), self.pair.small.ahealth())
+    async def health(self) -> dict[str, dict[str, Any]]:
+        """Each model's runtime or pool: ``ok``, and per worker whether it answers (a router's own
+        ``/health`` is 200 even with no worker behind it, so the workers are asked themselves)."""
+        large, small = await asyncio.gather(self.pair.ahealth("large"), self.pair.ahealth("small"))
         return {"large": large, "small": small}
 
 
