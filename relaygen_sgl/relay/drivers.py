@@ -56,7 +56,7 @@ def prepare(pair: RelayPair, config: RelayConfig, prompt: Any = None, messages: 
     try:
         pair.refresh(used)  # routers' worker lists, down replicas back up
         mode = pair.handoff(used, handoff)
-        toks = {r: pair.clients[r].tokenizer for r in used}
+        toks = {r: pair.tokenizer(r) for r in used}  # behind a router: a live worker's
         texts, ids = render_prompts(prompt, messages, toks, handoff=mode,
                                     chat_template_kwargs=chat_template_kwargs)  # fmt: skip
         if mode == "ids" and ids is None:
@@ -76,7 +76,7 @@ async def aprepare(pair: RelayPair, config: RelayConfig, prompt: Any = None, mes
     try:
         await pair.arefresh(used)
         mode = await pair.ahandoff(used, handoff)
-        toks = {r: await pair.clients[r].atokenizer() for r in used}
+        toks = {r: await pair.atokenizer(r) for r in used}
         texts, ids = render_prompts(prompt, messages, toks, handoff=mode,
                                     chat_template_kwargs=chat_template_kwargs)  # fmt: skip
         if mode == "ids" and ids is None:

@@ -104,9 +104,20 @@ class Replicas:
         ranked = rank_workers(key, self.urls)
         return next((u for u in ranked if self._alive(u)), ranked[0])
 
-    def mark_down(self, url: str) -> None:
-        if self.urls and url in self.urls and self.is_router:
-            self._down[url] = time.monotonic()
+    def info_client(self) -> RuntimeClient:
+        """Where the model info and tokenizer come from: the entry, or behind a router a live worker.
+        The router sends ``/get_model_info`` to one worker without trying another, so for a few
+        seconds after a replica dies it can answer 500."""
+        if not self.is_router or not self.urls:
+            return self.entry
+        return self.client(next((u for u in self.urls if self._alive(u)), self.urls[0]))
+
+    def mark_down(self, url: str) -> bool:
+        """Take ``url`` out of rotation; whether it was in rotation and another live worker is left."""
+        if not (self.urls and url in self.urls and self.is_router) or url in self._down:
+            return False
+        self._down[url] = time.monotonic()
+        return any(self._alive(u) for u in self.urls)
 
     # -- refreshing what is known (the drivers call this in prepare, where I/O is allowed) ---
     def _due(self, now: float) -> tuple[bool, list[str]]:
@@ -216,7 +227,7 @@ class RelayPair:
             entry = RuntimeClient.of(pool.url if pool else target, role)
             self.replicas[role] = Replicas(role, entry, pool)  # type: ignore[arg-type]
         self.clients: dict[Role, RuntimeClient] = {r: self.replicas[r].entry for r in ROLES}
-        self._same: tuple[tuple[int, int], bool] | None = None
+        self._same: tuple[tuple[tuple[str, int], ...], bool] | None = None
 
     @classmethod
     def of(cls, large: Any, small: Any) -> RelayPair:
@@ -253,9 +264,32 @@ class RelayPair:
     async def ahealth(self, role: Role) -> dict[str, Any]:
         return await self.replicas[role].ahealth()
 
+    def tokenizer(self, role: Role) -> Any:
+        """``role``'s tokenizer (one per model: any worker's is the model's).  Behind a router, a
+        worker that does not answer is taken out of rotation and the next one asked."""
+        reps = self.replicas[role]
+        while True:
+            client = reps.info_client()
+            try:
+                return client.tokenizer
+            except RuntimeUnavailable:
+                if not reps.mark_down(client.url):
+                    raise
+
+    async def atokenizer(self, role: Role) -> Any:
+        reps = self.replicas[role]
+        while True:
+            client = reps.info_client()
+            try:
+                return await client.atokenizer()
+            except RuntimeUnavailable:
+                if not reps.mark_down(client.url):
+                    raise
+
     # -- handoff --------------------------------------------------------------------------
     def _decide(self, tokenizers: dict[Role, Any]) -> bool:
-        key = (self.large.model_generation, self.small.model_generation)
+        infos = [self.replicas[r].info_client() for r in ROLES]
+        key = tuple((c.url, c.model_generation) for c in infos)
         if self._same is None or self._same[0] != key:
             ta, tb = tokenizers["large"], tokenizers["small"]
             same = self.large.url == self.small.url or (
@@ -269,14 +303,14 @@ class RelayPair:
             return requested
         if len(used) == 1:
             return "ids"
-        return "ids" if self._decide({r: self.clients[r].tokenizer for r in ROLES}) else "text"
+        return "ids" if self._decide({r: self.tokenizer(r) for r in ROLES}) else "text"
 
     async def ahandoff(self, used: Sequence[Role], requested: Handoff = "auto") -> str:
         if requested != "auto":
             return requested
         if len(used) == 1:
             return "ids"
-        toks = {r: await self.clients[r].atokenizer() for r in ROLES}
+        toks = {r: await self.atokenizer(r) for r in ROLES}
         return "ids" if self._decide(toks) else "text"
 
     async def aclose(self) -> None:
