@@ -43,14 +43,16 @@ def prepare_prompts(pair: RelayPair, config: RelayConfig, prompts: dict[Role, Pr
 
 def _prepare_rendered(pair: RelayPair, config: RelayConfig, prompts: dict[Role, Prompt],
                       profile: CueProfile | None, handoff: Handoff) -> RelayMachine:  # fmt: skip
+    request_id = new_request_id()
     try:
+        pair.refresh(list(prompts))  # behind a router: its workers, so each turn finds its replica
         mode = pair.handoff(list(prompts), handoff)
-        codecs = {r: pair.clients[r].tokenizer for r in prompts}
+        codecs = {r: pair.tokenizer(r) for r in prompts}
         ids = None
         if mode == "ids":  # tokenized by each runtime itself, as a text request would be
-            ids = {r: pair.clients[r].tokenize(p.text, add_special_tokens=not p.templated)
+            ids = {r: pair.client_for(r, request_id).tokenize(p.text, add_special_tokens=not p.templated)
                    for r, p in prompts.items()}  # fmt: skip
     except (RuntimeUnavailable, RuntimeRequestError) as e:
         raise RelayError(f"could not prepare the relay: {e}") from e
     return RelayMachine(config=config, profile=profile, prompts={r: p.text for r, p in prompts.items()},
-                        prompt_ids=ids, codecs=codecs, request_id=new_request_id())  # fmt: skip
+                        prompt_ids=ids, codecs=codecs, request_id=request_id)  # fmt: skip
