@@ -17,7 +17,7 @@ decode probe on each runtime (time of N tokens minus time of 1, over N - 1) at i
 ``relay/ideal`` divides the per-token speedup (what the ideal models) by it.
 
 Writes ``runs.jsonl`` (one record per problem x run x mode; a rerun skips finished ones),
-``probe.json``, ``bench.json`` and ``bench.md`` to ``--out``.
+``probe.json``, ``bench.json``, ``bench.md`` and ``speedup.png`` to ``--out``.
 """
 
 from __future__ import annotations
@@ -181,6 +181,35 @@ def markdown_bench(summary: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n" + foot
 
 
+def plot_bench(summary: dict[str, Any], path: Path) -> None:
+    """Per-problem speedup (mean ± std over runs) beside its per-token speedup and the ideal."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on servers and in CI
+    import matplotlib.pyplot as plt
+
+    probs = summary["problems"]
+    x = np.arange(len(probs))
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(probs) + 2), 4))
+    bars = ((-0.2, "speedup", "wall-clock speedup"), (0.2, "per_token_speedup", "per-token speedup"))
+    for off, key, label in bars:
+        mean = [p[key][0] or 0.0 for p in probs]
+        std = [p[key][1] or 0.0 for p in probs]
+        ax.bar(x + off, mean, 0.4, yerr=std, capsize=3, label=label)
+    ideal = [p["ideal_speedup"] for p in probs]
+    if any(v is not None for v in ideal):
+        ax.scatter(x, [v if v is not None else np.nan for v in ideal], marker="_", s=600, color="black",
+                   zorder=3, label="ideal 1/(u+(1-u)t_s/t_l)")  # fmt: skip
+    ax.axhline(1.0, color="grey", lw=0.8, ls="--")
+    ax.set_xticks(x, [f"{p['problem']}\nu={p['large_utilization']}" for p in probs], fontsize=8)
+    ax.set_ylabel("large-only / relay (batch 1)")
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 # -- measurement -----------------------------------------------------------------------------
 def decode_probe(client: Any, tokens: int = 64, reps: int = 3) -> dict[str, Any]:
     """Per-output-token decode time at batch 1: (time of N tokens - time of 1) / (N - 1)."""
@@ -289,6 +318,8 @@ def run_bench(
                          "profile": getattr(profile, "name", "") or None}  # fmt: skip
     (out_dir / "bench.json").write_text(json.dumps(summary, indent=2))
     (out_dir / "bench.md").write_text(markdown_bench(summary))
+    if summary["problems"]:
+        plot_bench(summary, out_dir / "speedup.png")
     return summary
 
 

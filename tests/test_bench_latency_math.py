@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -55,6 +56,12 @@ def test_summary_per_problem_overall_and_ideal():
     assert md.startswith("| problem | runs | large-only s | relay s |")
     assert "| a | 2 | 11.000 ± 1.414 | 4.500 ± 0.707 | 100 / 100 | 2.500 ± 0.707 |" in md
     assert "**all 2**" in md and "t_small/t_large 0.2000" in md
+
+
+def test_plot_writes_a_png(tmp_path: Path):
+    rows = [rec("a", 0, "large_only", 10.0, 100, 100), rec("a", 0, "relay", 5.0, 100, 50)]
+    bl.plot_bench(bl.summarize_bench(rows, PROBES), tmp_path / "speedup.png")
+    assert (tmp_path / "speedup.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_summary_without_probes_has_no_ideal():
