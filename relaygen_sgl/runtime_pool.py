@@ -33,12 +33,7 @@ in its source (``sgl-model-gateway/src/...`` in sgl-project/sglang):
 from __future__ import annotations
 
 import atexit
-import contextlib
-import ctypes
 import hashlib
-import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -51,7 +46,8 @@ from typing import Any
 
 import requests
 
-from relaygen_sgl.runtimes import SGLangRuntime
+from relaygen_sgl.process_group import free_port, log_tail, spawn_group, stop_group
+from relaygen_sgl.runtimes import SGLangRuntime, split_shared_gpu
 
 ROUTING_KEY_HEADER = "X-SMG-Routing-Key"
 DEFAULT_POLICY = "cache_aware"
@@ -108,35 +104,6 @@ def rank_workers(key: str, worker_urls: Sequence[str]) -> list[str]:
         return hashlib.blake2b(f"{key}\0{url}".encode(), digest_size=8).digest()
 
     return sorted(worker_urls, key=score, reverse=True)
-
-
-def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-def _die_with_parent() -> None:
-    # In the router child: SIGKILL when the thread that started it dies, so nothing is orphaned.
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _tail(path: Path, n: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
-    except OSError:
-        return "(no log)"
 
 
 def router_workers(url: str, timeout: float = 5.0) -> list[dict[str, Any]] | None:
@@ -289,7 +256,7 @@ class RuntimePool:
             "--worker-urls", *self.worker_urls,
             # Default 29000 would clash between the large and the small pool's routers.
             "--prometheus-host", self.host,
-            "--prometheus-port", str(_free_port(self.host)),
+            "--prometheus-port", str(free_port(self.host)),
             # A whole reasoning turn is one request; CPU decoding can take hours.
             "--request-timeout-secs", str(int(self.request_timeout_s)),
             "--log-level", "warn",
@@ -306,18 +273,8 @@ class RuntimePool:
                 "pip install sglang-router==0.3.2"
             ) from e
         if self.router_port is None:
-            self.router_port = _free_port(self.host)
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        log = open(self.router_log_path, "wb")  # noqa: SIM115 - the child owns it
-        self.router_proc = subprocess.Popen(
-            self.router_command(),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,  # own process group: stopped with killpg
-            preexec_fn=_die_with_parent,
-        )
-        log.close()
+            self.router_port = free_port(self.host)
+        self.router_proc = spawn_group(self.router_command(), self.router_log_path)
         # The router answers /health at once but registers workers in the background
         # (until then /get_model_info is 503 no_workers): wait until it lists them all.
         deadline = time.monotonic() + self.router_startup_timeout
@@ -327,7 +284,7 @@ class RuntimePool:
             if code is not None:
                 raise PoolStartError(
                     f"sglang-router of pool {self.name!r} exited with code {code}; "
-                    f"log {self.router_log_path} ends with:\n{_tail(self.router_log_path)}"
+                    f"log {self.router_log_path} ends with:\n{log_tail(self.router_log_path, 30)}"
                 )
             listed = router_workers(self.url, timeout=2.0) or []
             if want <= {w.get("url") for w in listed if w.get("is_healthy", True)}:
@@ -336,24 +293,14 @@ class RuntimePool:
         raise PoolStartError(
             f"sglang-router of pool {self.name!r} did not register {sorted(want)} within "
             f"{self.router_startup_timeout:.0f}s; log {self.router_log_path} ends with:\n"
-            f"{_tail(self.router_log_path)}"
+            f"{log_tail(self.router_log_path, 30)}"
         )
 
     def stop(self, grace: float = 3.0) -> None:
         """Stop the router, then every worker, each by its process group."""
         proc, self.router_proc = self.router_proc, None
         if proc is not None:
-            for sig in (signal.SIGTERM, signal.SIGKILL):
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, sig)
-                try:
-                    proc.wait(timeout=grace)
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
-            deadline = time.monotonic() + grace
-            while _group_alive(proc.pid) and time.monotonic() < deadline:
-                time.sleep(0.05)
+            stop_group(proc, grace)
         for w in self.workers:
             w.stop(grace=grace)
         _LIVE.discard(self)
@@ -488,10 +435,12 @@ def start_pools(*pools: RuntimePool) -> tuple[RuntimePool, ...]:
 
 
 class PoolPair:
-    """The large and the small pool of a relay, started together (every worker loads at once).
+    """The large and the small pool of a relay, started together.
 
-    The pool twin of :class:`~relaygen_sgl.runtimes.RuntimePair`: ``large_args``/``small_args``
-    go to every worker of that model, ``speculative`` to the large ones, the rest to all.
+    :class:`~relaygen_sgl.runtimes.RuntimePair` with replicas: ``large_args``/``small_args`` go
+    to every worker of that model, ``speculative`` to the large ones, the rest to all; workers
+    that share a GPU get the same memory split, and the small pool starts first; otherwise every
+    worker loads at once.
     """
 
     def __init__(self, large: str | Path, small: str | Path, *, large_replicas: int = 1,
@@ -500,11 +449,20 @@ class PoolPair:
         self.large = RuntimePool(large, large_replicas, name="large", sglang_args=large_args,
                                  speculative=speculative, **common)  # fmt: skip
         self.small = RuntimePool(small, small_replicas, name="small", sglang_args=small_args, **common)
+        self.shared_gpu = split_shared_gpu(self.large.workers, self.small.workers)
 
     def start(self) -> PoolPair:
         for w in (*self.large.workers, *self.small.workers):
             w.check()  # a bad flag or folder must not leave the other workers running
-        start_pools(self.large, self.small)
+        if self.shared_gpu:
+            try:  # the small workers take their memory before the large ones measure what is free
+                start_pools(self.small)
+                start_pools(self.large)
+            except BaseException:
+                self.stop()
+                raise
+        else:
+            start_pools(self.large, self.small)
         return self
 
     def stop(self) -> None:

@@ -10,10 +10,6 @@ engine's environment and shims, the watchdog) lives in :mod:`relaygen_sgl.launch
 from __future__ import annotations
 
 import atexit
-import ctypes
-import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,6 +29,7 @@ from relaygen_sgl.launch_options import (
     resolve_device,
     server_env,
 )
+from relaygen_sgl.process_group import free_port, log_tail, spawn_group, stop_group
 
 DEFAULT_MAX_TOTAL_TOKENS = CPU_MAX_TOTAL_TOKENS
 _LIVE: weakref.WeakSet[SGLangRuntime] = weakref.WeakSet()
@@ -42,48 +39,9 @@ class RuntimeStartError(RuntimeError):
     """The SGLang server could not be started; the message holds its log tail."""
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
 def cpu_server_env(base: dict[str, str] | None = None) -> dict[str, str]:
     """Environment for an SGLang server on CPU (shims only where needed)."""
     return server_env("cpu", base)
-
-
-def _tail(path: Path, n: int = 40) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
-    except OSError:
-        return "(no log)"
-
-
-def _die_with_parent() -> None:
-    """In the server child: get SIGKILL if the thread that started it dies, even by SIGKILL,
-    so a killed parent leaves no orphan (SGLang's own children follow their leader)."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG (Linux)
-    except (OSError, AttributeError):
-        pass
-
-
-def process_group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-def _wait_group_gone(pgid: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not process_group_alive(pgid):
-            return True
-        time.sleep(0.05)
-    return False
 
 
 class SGLangRuntime:
@@ -195,18 +153,7 @@ class SGLangRuntime:
         self.check()
         if self.port is None:
             self.port = free_port(self.host)
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "wb")  # noqa: SIM115 - the child owns it
-        self.proc = subprocess.Popen(
-            self.command(),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=server_env(self.device),
-            start_new_session=True,  # own process group: stop() kills children too
-            preexec_fn=_die_with_parent,
-        )
-        log.close()
+        self.proc = spawn_group(self.command(), self.log_path, env=server_env(self.device))
         _LIVE.add(self)
         return self
 
@@ -218,14 +165,14 @@ class SGLangRuntime:
             if code is not None:
                 raise RuntimeStartError(
                     f"SGLang server {self.name!r} for {self.model_path} exited with code {code} during "
-                    f"start; log {self.log_path} ends with:\n{_tail(self.log_path)}"
+                    f"start; log {self.log_path} ends with:\n{log_tail(self.log_path)}"
                 )
             if self.healthy(timeout=2.0):
                 return
             time.sleep(0.5)
         raise RuntimeStartError(
             f"SGLang server {self.name!r} for {self.model_path} was not healthy after "
-            f"{self.startup_timeout:.0f}s; log {self.log_path} ends with:\n{_tail(self.log_path)}"
+            f"{self.startup_timeout:.0f}s; log {self.log_path} ends with:\n{log_tail(self.log_path)}"
         )
 
     def healthy(self, timeout: float = 5.0) -> bool:
@@ -241,17 +188,7 @@ class SGLangRuntime:
         if proc is None:
             return
         _LIVE.discard(self)
-        # SIGTERM first; the scheduler children may outlive the leader, so SIGKILL what is left.
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(proc.pid, sig)
-            except ProcessLookupError:
-                pass
-            try:
-                proc.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                pass
-        _wait_group_gone(proc.pid, timeout=grace)
+        stop_group(proc, grace)
 
     def __enter__(self) -> SGLangRuntime:
         return self.start()
@@ -270,11 +207,25 @@ SHARED_GPU_SMALL_FRACTION = 0.25
 SHARED_GPU_LARGE_FRACTION = 0.80
 
 
+def split_shared_gpu(large: Sequence[SGLangRuntime], small: Sequence[SGLangRuntime]) -> bool:
+    """Give each runtime its share of a GPU that large and small runtimes share (unless the user
+    set one); True when they share one, so the small ones must start first."""
+    large_gpus = frozenset().union(*(r.gpu_ids for r in large))
+    shared = bool(large_gpus & frozenset().union(*(r.gpu_ids for r in small)))
+    if shared:
+        for group, frac in ((large, SHARED_GPU_LARGE_FRACTION), (small, SHARED_GPU_SMALL_FRACTION)):
+            for rt in group:
+                if rt.mem_fraction_static is None and "--mem-fraction-static" not in rt.sglang_args:
+                    rt.mem_fraction_static = frac
+    return shared
+
+
 class RuntimePair:
     """The large and the small runtime of a RelayGen pair, started together.
 
     ``large_args``/``small_args`` are each runtime's own SGLang arguments; ``speculative``
-    applies to the large runtime only; every other keyword goes to both.
+    applies to the large runtime only; every other keyword goes to both.  With replicas, use
+    :class:`~relaygen_sgl.runtime_pool.PoolPair`, which splits and orders start-up the same way.
     """
 
     def __init__(
@@ -291,12 +242,7 @@ class RuntimePair:
                                    **common)  # type: ignore[arg-type]  # fmt: skip
         self.small = SGLangRuntime(small, name="small", sglang_args=small_args,
                                    **common)  # type: ignore[arg-type]  # fmt: skip
-        self.shared_gpu = bool(self.large.gpu_ids & self.small.gpu_ids)
-        if self.shared_gpu:
-            split = ((self.large, SHARED_GPU_LARGE_FRACTION), (self.small, SHARED_GPU_SMALL_FRACTION))
-            for rt, frac in split:
-                if rt.mem_fraction_static is None and "--mem-fraction-static" not in rt.sglang_args:
-                    rt.mem_fraction_static = frac
+        self.shared_gpu = split_shared_gpu([self.large], [self.small])
 
     def start(self) -> RuntimePair:
         # Check both before starting either: a bad flag must not leave one server running.

@@ -17,6 +17,8 @@ from relaygen_sgl.frontend import RelayBackend
 from relaygen_sgl.frontend.prompts import Conversation, conversation, render_for
 from relaygen_sgl.frontend.sampling import direct_reason, relay_config, stop_strings
 from relaygen_sgl.profile import Cue, CueProfile
+from relaygen_sgl.relay import RenderedPrompt
+from relaygen_sgl.relay.pair import adds_special_tokens, render_prompts
 
 NOWHERE = "http://127.0.0.1:9"  # nothing listens: a refused profile must fail before any request
 
@@ -136,3 +138,14 @@ def test_profiles_sglang_would_refuse_are_refused_when_the_backend_is_built():
         RelayBackend(NOWHERE, NOWHERE, bad_end)
     with pytest.raises(ValueError, match="needs a cue profile"):
         RelayBackend(NOWHERE, NOWHERE, None)
+
+
+def test_per_runtime_rendered_prompts_keep_their_own_text_and_special_token_rule():
+    prompts = {"large": RenderedPrompt("plain"), "small": RenderedPrompt("<|im_start|>..", templated=True)}
+    texts, ids = render_prompts(prompts, None, {"large": None, "small": None}, handoff="ids")
+    assert texts == {"large": "plain", "small": "<|im_start|>.."} and ids is None
+    # Template output already carries its special tokens; a program's plain text gets them added.
+    assert adds_special_tokens(prompts, "large") and not adds_special_tokens(prompts, "small")
+    assert adds_special_tokens("text", "small") and not adds_special_tokens(None, "small")
+    with pytest.raises(ValueError, match="no rendered prompt for the small runtime"):
+        render_prompts({"large": prompts["large"]}, None, {"large": None, "small": None}, handoff="text")

@@ -22,6 +22,7 @@ from relaygen_sgl.launch_options import (
     server_env,
 )
 from relaygen_sgl.pair_args import add_pair_args, pair_from_args
+from relaygen_sgl.runtime_pool import PoolPair
 from relaygen_sgl.runtimes import RuntimePair, SGLangRuntime
 
 
@@ -83,6 +84,16 @@ def test_shared_gpu_splits_memory_unless_the_user_sets_it(model: Path):
     assert _flag(mine.large.command(), "--mem-fraction-static") == "0.8"
     # On CPU there is nothing to split.
     assert not RuntimePair(model, model, device="cpu").shared_gpu
+
+
+def test_replica_pools_on_one_gpu_get_the_pairs_memory_split(model: Path):
+    pools = PoolPair(model, model, large_replicas=2, device="cuda")
+    assert pools.shared_gpu and len(pools.large.workers) == 2
+    assert [_flag(w.command(), "--mem-fraction-static") for w in pools.large.workers] == ["0.8", "0.8"]
+    assert _flag(pools.small.workers[0].command(), "--mem-fraction-static") == "0.25"
+    apart = PoolPair(model, model, device="cuda", small_args=["--base-gpu-id", "1"])
+    assert not apart.shared_gpu and "--mem-fraction-static" not in apart.large.workers[0].command()
+    assert not PoolPair(model, model, large_replicas=2, device="cpu").shared_gpu
 
 
 def test_speculative_maps_to_sglang_flags_on_the_large_runtime_only(model: Path):

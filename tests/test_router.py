@@ -28,6 +28,7 @@ import pytest
 import requests
 from conftest import start_relay_server, stop_process
 
+from relaygen_sgl.process_group import free_port, process_group_alive
 from relaygen_sgl.relay import (
     RelayConfig,
     RelayError,
@@ -47,7 +48,6 @@ from relaygen_sgl.runtime_pool import (
     routing_affinity,
     start_pools,
 )
-from relaygen_sgl.runtimes import free_port, process_group_alive
 from relaygen_sgl.tiny_models import tiny_profile
 
 pytestmark = [

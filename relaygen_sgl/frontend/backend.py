@@ -39,12 +39,21 @@ from sglang.lang.interpreter import StreamExecutor
 from sglang.lang.ir import SglSamplingParams
 
 from relaygen_sgl.cues import MAX_STOP_REGEX_BYTES
-from relaygen_sgl.frontend.prepare import Prompt, prepare_prompts
 from relaygen_sgl.frontend.prompts import conversation, render_for
 from relaygen_sgl.frontend.sampling import direct_reason, relay_config
 from relaygen_sgl.frontend.streaming import stream_relay
 from relaygen_sgl.profile import CueProfile
-from relaygen_sgl.relay import Mode, RelayError, RelayMachine, RelayPair, RelayResult, Role, run_sync
+from relaygen_sgl.relay import (
+    Mode,
+    RelayError,
+    RelayMachine,
+    RelayPair,
+    RelayResult,
+    RenderedPrompt,
+    Role,
+    prepare,
+    run_sync,
+)
 from relaygen_sgl.relay.pair import Handoff
 from relaygen_sgl.runtime_client import RuntimeClient, RuntimeRequestError, RuntimeUnavailable
 
@@ -170,15 +179,15 @@ class RelayBackend(BaseBackend):
     def _machine(self, s: StreamExecutor, sp: SglSamplingParams, single: Role | None) -> RelayMachine:
         mode = _SINGLE[single] if single else self.mode
         config = relay_config(sp, mode=mode, answer_model=self.answer_model)
-        prompts = {"large": Prompt(s.text_, templated=False)}
+        prompts = {"large": RenderedPrompt(s.text_, templated=False)}
         if mode != "large_only":
             prompts["small"] = self._small_prompt(s)
-        return prepare_prompts(self.pair, config, prompts, profile=self.profile, handoff=self.handoff)
+        return prepare(self.pair, config, prompts, profile=self.profile, handoff=self.handoff)
 
-    def _small_prompt(self, s: StreamExecutor) -> Prompt:
+    def _small_prompt(self, s: StreamExecutor) -> RenderedPrompt:
         conv = conversation(s.text_, s.messages_, s.cur_role, s.cur_role_begin_pos, self.chat_template)
         if conv is not None and conv.plain:
-            return Prompt(s.text_, templated=False)
+            return RenderedPrompt(s.text_, templated=False)
         text = None
         if conv is not None:
             try:
@@ -191,8 +200,8 @@ class RelayBackend(BaseBackend):
             warnings.warn("relaygen: this program's text is not turns of its chat template (text between "
                           "turns, an image, or a non-assistant turn left open), so the small model gets "
                           "the large model's chat template", stacklevel=2)  # fmt: skip
-            return Prompt(s.text_, templated=False)
-        return Prompt(text, templated=True)
+            return RenderedPrompt(s.text_, templated=False)
+        return RenderedPrompt(text, templated=True)
 
     def _view(self, role: Role, s: StreamExecutor) -> Any:
         """What RuntimeEndpoint reads of a state, with ``role``'s prompt as its text."""

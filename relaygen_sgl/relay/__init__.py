@@ -12,7 +12,7 @@ from relaygen_sgl.relay.drivers import (
     stream_async,
 )
 from relaygen_sgl.relay.machine import Call, RelayMachine
-from relaygen_sgl.relay.pair import RelayPair
+from relaygen_sgl.relay.pair import RelayPair, RenderedPrompt
 from relaygen_sgl.relay.types import (
     MODES,
     CallRecord,
@@ -42,6 +42,7 @@ __all__ = [
     "RelayPair",
     "RelayResult",
     "RelayStats",
+    "RenderedPrompt",
     "Role",
     "Segment",
     "aprepare",

@@ -15,7 +15,7 @@ from typing import Any
 
 from relaygen_sgl.profile import CueProfile
 from relaygen_sgl.relay.machine import Call, RelayMachine
-from relaygen_sgl.relay.pair import Handoff, RelayPair, render_prompts
+from relaygen_sgl.relay.pair import Handoff, PromptInput, RelayPair, adds_special_tokens, render_prompts
 from relaygen_sgl.relay.types import (
     Delta,
     Mode,
@@ -46,11 +46,14 @@ def _fault(call: Call, e: Exception) -> RelayError:
     return RelayError(f"{call.role} runtime failed during the {call.kind} step: {e}", call.role)
 
 
-def prepare(pair: RelayPair, config: RelayConfig, prompt: Any = None, messages: Any = None, *,
+def prepare(pair: RelayPair, config: RelayConfig, prompt: PromptInput = None, messages: Any = None, *,
             profile: CueProfile | None = None, handoff: Handoff = "auto",
             chat_template_kwargs: dict[str, Any] | None = None,
             request_id: str | None = None) -> RelayMachine:  # fmt: skip
-    """A machine for one request, its prompts rendered (sync: may load tokenizers)."""
+    """A machine for one request, its prompts rendered (sync: may load tokenizers).
+
+    ``prompt``: one text or token-id list for both runtimes, or a :class:`RenderedPrompt` per
+    runtime used; ``messages``: rendered here with each runtime's own chat template."""
     used = runtimes_used(config.mode)
     request_id = request_id or new_request_id()  # known now: it picks the replica of every call
     try:
@@ -60,14 +63,15 @@ def prepare(pair: RelayPair, config: RelayConfig, prompt: Any = None, messages: 
         texts, ids = render_prompts(prompt, messages, toks, handoff=mode,
                                     chat_template_kwargs=chat_template_kwargs)  # fmt: skip
         if mode == "ids" and ids is None:
-            ids = {r: pair.client_for(r, request_id).tokenize(texts[r], add_special_tokens=messages is None)
+            specials = {r: adds_special_tokens(prompt, r) for r in used}
+            ids = {r: pair.client_for(r, request_id).tokenize(texts[r], add_special_tokens=specials[r])
                    for r in used}  # fmt: skip
     except RUNTIME_FAULTS as e:
         raise RelayError(f"could not prepare the relay: {e}") from e
     return _machine(texts, ids, toks, profile, config, request_id)
 
 
-async def aprepare(pair: RelayPair, config: RelayConfig, prompt: Any = None, messages: Any = None, *,
+async def aprepare(pair: RelayPair, config: RelayConfig, prompt: PromptInput = None, messages: Any = None, *,
                    profile: CueProfile | None = None, handoff: Handoff = "auto",
                    chat_template_kwargs: dict[str, Any] | None = None,
                    request_id: str | None = None) -> RelayMachine:  # fmt: skip
@@ -80,8 +84,8 @@ async def aprepare(pair: RelayPair, config: RelayConfig, prompt: Any = None, mes
         texts, ids = render_prompts(prompt, messages, toks, handoff=mode,
                                     chat_template_kwargs=chat_template_kwargs)  # fmt: skip
         if mode == "ids" and ids is None:
-            ids = {r: await pair.client_for(r, request_id).atokenize(texts[r],
-                                                                     add_special_tokens=messages is None)
+            specials = {r: adds_special_tokens(prompt, r) for r in used}
+            ids = {r: await pair.client_for(r, request_id).atokenize(texts[r], add_special_tokens=specials[r])
                    for r in used}  # fmt: skip
     except RUNTIME_FAULTS as e:
         raise RelayError(f"could not prepare the relay: {e}") from e

@@ -19,8 +19,9 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import suppress
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import httpx
@@ -324,8 +325,20 @@ class RelayPair:
                 c.close()
 
 
+@dataclass(frozen=True)
+class RenderedPrompt:
+    """One runtime's prompt, already rendered (a frontend program's text, say).  ``templated``:
+    an HF chat template wrote it, with its own special tokens, so tokenizing it adds none."""
+
+    text: str
+    templated: bool = False
+
+
+PromptInput = str | list[int] | Mapping[Role, RenderedPrompt] | None
+
+
 def render_prompts(
-    prompt: str | list[int] | None,
+    prompt: PromptInput,
     messages: Sequence[dict[str, Any]] | None,
     tokenizers: dict[Role, Any],
     *,
@@ -343,6 +356,10 @@ def render_prompts(
             raise ValueError("a token-id prompt needs both models to share a tokenizer")
         text = tokenizers[roles[0]].decode(prompt)
         return {r: text for r in roles}, {r: list(prompt) for r in roles}
+    if isinstance(prompt, Mapping):
+        if missing := [r for r in roles if r not in prompt]:
+            raise ValueError(f"no rendered prompt for the {', '.join(missing)} runtime")
+        return {r: prompt[r].text for r in roles}, None
     if prompt is not None:
         texts = {r: prompt for r in roles}
     else:
@@ -354,3 +371,11 @@ def render_prompts(
                                                       add_generation_prompt=True, **kwargs)
                  for r in roles}  # fmt: skip
     return texts, None
+
+
+def adds_special_tokens(prompt: PromptInput, role: Role) -> bool:
+    """Whether the runtime's tokenizer should add special tokens to ``role``'s prompt text:
+    not to chat-templated text, which already has them."""
+    if isinstance(prompt, Mapping):
+        return not prompt[role].templated
+    return prompt is not None
