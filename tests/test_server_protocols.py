@@ -275,3 +275,22 @@ def test_a_runtime_killed_mid_stream_is_an_sse_error_then_503_then_recovery(runt
     finally:
         stop_process(proc)
         victim.stop()
+
+
+def test_logprob_requests_get_one_models_scores(url, runtimes):
+    """lm-eval's loglikelihood requests (echo + logprobs, one token) score text with one model:
+    the relay server answers them as that model's runtime does."""
+    body = {"prompt": PROMPT + "15", "max_tokens": 1, "temperature": 0, "echo": True, "logprobs": 1}
+    for model, runtime in (("relaygen", runtimes.large), ("relaygen-small-only", runtimes.small)):
+        via = httpx.post(f"{url}/v1/completions", json={**body, "model": model}, timeout=60).json()
+        direct = httpx.post(f"{runtime.url}/v1/completions", json={**body, "model": model}, timeout=60).json()
+        got, want = via["choices"][0]["logprobs"], direct["choices"][0]["logprobs"]
+        assert got["tokens"] == want["tokens"] and len(got["tokens"]) > 10  # the prompt's tokens too
+        assert got["token_logprobs"][1:] == pytest.approx(want["token_logprobs"][1:], abs=1e-4)
+    ask = {"model": "relaygen", "messages": QUESTION, "max_tokens": 4, "temperature": 0, "logprobs": True,
+           "top_logprobs": 2}
+    chat = httpx.post(f"{url}/v1/chat/completions", json=ask, timeout=60).json()
+    content = chat["choices"][0]["logprobs"]["content"]
+    assert len(content) == 4 and all(len(t["top_logprobs"]) == 2 for t in content)
+    bad = httpx.post(f"{url}/v1/completions", json={**body, "model": "relaygen", "logprobs": 9}, timeout=60)
+    assert bad.status_code == 400 and "logprobs" in bad.text

@@ -64,11 +64,13 @@ def create_app(config: ServerConfig) -> FastAPI:
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Any:
-        return await openai.chat(service, parse_body(await request.body(), ChatCompletionRequest), request)
+        raw = await request.body()
+        return await openai.chat(service, parse_body(raw, ChatCompletionRequest), request, raw)
 
     @app.post("/v1/completions")
     async def completions(request: Request) -> Any:
-        return await openai.completions(service, parse_body(await request.body(), CompletionRequest), request)
+        raw = await request.body()
+        return await openai.completions(service, parse_body(raw, CompletionRequest), request, raw)
 
     @app.api_route("/generate", methods=["POST", "PUT"])
     async def generate(request: Request) -> Any:

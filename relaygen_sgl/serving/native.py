@@ -11,9 +11,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 from fastapi import Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 
 from relaygen_sgl.relay import RelayError, RelayMachine, RelayResult
 from relaygen_sgl.runtime_client import RuntimeRequestError, RuntimeUnavailable
@@ -33,29 +32,6 @@ def relayable(req: GenerateRequest) -> bool:
     return (single and sp.max_new_tokens != 0 and not req.return_logprob
             and sp.regex is None and sp.json_schema is None and sp.ebnf is None
             and not (req.model_extra or {}).get("top_logprobs_num"))  # fmt: skip
-
-
-async def proxy(service: RelayService, body: dict[str, Any]) -> Any:
-    """Forward a request the relay does not split to the large runtime, as it came."""
-    client = service.pair.large
-    try:
-        if body.get("stream"):
-            resp = await client.async_client.send(
-                client.async_client.build_request("POST", f"{client.url}/generate", json=body), stream=True
-            )
-
-            async def lines() -> AsyncIterator[bytes]:
-                try:
-                    async for chunk in resp.aiter_raw():
-                        yield chunk
-                finally:
-                    await resp.aclose()
-
-            return StreamingResponse(lines(), status_code=resp.status_code, media_type="text/event-stream")
-        resp = await client.async_client.post(f"{client.url}/generate", json=body)
-    except httpx.HTTPError as e:
-        raise unavailable(f"large runtime unavailable: {e}") from e
-    return JSONResponse(resp.json(), status_code=resp.status_code)
 
 
 def _sampling(req: GenerateRequest) -> dict[str, Any]:
@@ -91,7 +67,7 @@ async def generate(service: RelayService, req: GenerateRequest, body: dict[str, 
         raise APIError(400, "stop_regex is not supported on relayed requests (the relay's own cues use it); "
                        "use stop strings", param="sampling_params.stop_regex")  # fmt: skip
     if not relayable(req):
-        return await proxy(service, body)
+        return await service.proxy("large", "/generate", body)
     max_new = req.sampling_params.max_new_tokens or service.config.default_max_tokens
     prompt: str | list[int] = req.text if isinstance(req.text, str) else list(req.input_ids or [])  # type: ignore[arg-type]
     m = await service.machine(mode="relay", max_tokens=max_new, sampling=_sampling(req), stop=_stops(req),

@@ -1,6 +1,11 @@
 """``/v1/chat/completions`` and ``/v1/completions``: OpenAI requests in, relays, OpenAI
 responses out (SSE when ``stream``).  ``n`` choices are ``n`` relays run in parallel.
 
+A request for token logprobs (``logprobs`` on either route; lm-eval's loglikelihood tasks send
+``echo`` with ``logprobs``) scores text with one model, so there is nothing to relay: it goes
+whole to the large runtime (the small one for ``relaygen-small-only``) and its answer comes back
+as SGLang gave it.
+
 Chat answers follow SGLang's reasoning parser: text before ``</think>`` is
 ``reasoning_content``, the rest ``content``; a model that does not think has it all in
 ``content``.  Streamed deltas carry ``relaygen_model`` (``large``/``small``): who wrote it.
@@ -8,6 +13,7 @@ Chat answers follow SGLang's reasoning parser: text before ``</think>`` is
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -15,7 +21,7 @@ from fastapi import Request
 from fastapi.responses import StreamingResponse
 
 from relaygen_sgl.reasoning import ReasoningStream
-from relaygen_sgl.relay import RelayError, RelayMachine, RelayResult
+from relaygen_sgl.relay import RelayError, RelayMachine, RelayResult, Role
 from relaygen_sgl.serving.protocol import (
     AssistantMessage,
     ChatChoice,
@@ -57,8 +63,14 @@ def _split(rs: ReasoningStream, text: str) -> tuple[str, str]:
     return ("".join(t for f, t in pieces if f == "reasoning"), "".join(t for f, t in pieces if f == "answer"))
 
 
-async def chat(service: RelayService, req: ChatCompletionRequest, request: Request) -> Any:
+def _scorer(mode: str) -> Role:
+    return "small" if mode == "small_only" else "large"
+
+
+async def chat(service: RelayService, req: ChatCompletionRequest, request: Request, raw: bytes) -> Any:
     mode = service.mode_for(req.model)
+    if req.logprobs:
+        return await service.proxy(_scorer(mode), "/v1/chat/completions", json.loads(raw))
     messages = req.plain_messages()
     machines = [await service.machine(mode=mode, max_tokens=req.budget(service.config.default_max_tokens),
                                       sampling=req.sampling_params(i), stop=req.stops, messages=messages,
@@ -115,8 +127,10 @@ def _delta(field: str, text: str, model: str | None, separate: bool) -> DeltaMes
     return DeltaMessage(content=text, relaygen_model=model)
 
 
-async def completions(service: RelayService, req: CompletionRequest, request: Request) -> Any:
+async def completions(service: RelayService, req: CompletionRequest, request: Request, raw: bytes) -> Any:
     mode = service.mode_for(req.model)
+    if req.logprobs is not None:
+        return await service.proxy(_scorer(mode), "/v1/completions", json.loads(raw))
     prompts = req.prompts()
     machines = [await service.machine(mode=mode, max_tokens=req.budget(service.config.default_max_tokens),
                                       sampling=req.sampling_params(j), stop=req.stops, prompt=p,

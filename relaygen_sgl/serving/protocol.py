@@ -99,6 +99,9 @@ class ChatCompletionRequest(SamplingRequest):
     max_completion_tokens: int | None = Field(default=None, gt=0)
     chat_template_kwargs: dict[str, Any] | None = None
     separate_reasoning: bool = True
+    # Token logprobs are one model's: such requests go to one runtime whole (see serving.openai).
+    logprobs: bool = False
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
 
     def budget(self, default: int) -> int:
         return self.max_completion_tokens or self.max_tokens or default
@@ -111,6 +114,7 @@ class ChatCompletionRequest(SamplingRequest):
 class CompletionRequest(SamplingRequest):
     prompt: str | list[str] | list[int] | list[list[int]]
     echo: bool = False
+    logprobs: int | None = Field(default=None, ge=0, le=5)  # the legacy API's limit; one runtime's
 
     @field_validator("prompt")
     @classmethod

@@ -11,7 +11,9 @@ from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import httpx
 from fastapi import Request
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from relaygen_sgl.profile import CueProfile
 from relaygen_sgl.relay import (
@@ -21,6 +23,7 @@ from relaygen_sgl.relay import (
     RelayMachine,
     RelayPair,
     RelayResult,
+    Role,
     aprepare,
     runtimes_used,
     stream_async,
@@ -126,6 +129,29 @@ class RelayService:
                 t.cancel()
             # Wait for the aborts (shielded inside the drivers) to go out.
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def proxy(self, role: Role, path: str, body: dict[str, Any]) -> JSONResponse | StreamingResponse:
+        """Forward a request the relay does not split to one runtime, as it came (its status,
+        its body, its stream)."""
+        client = self.pair.clients[role]
+        http, url = client.async_client, f"{client.url}{path}"
+        try:
+            if body.get("stream"):
+                resp = await http.send(http.build_request("POST", url, json=body), stream=True)
+
+                async def chunks() -> AsyncIterator[bytes]:
+                    try:
+                        async for chunk in resp.aiter_raw():
+                            yield chunk
+                    finally:
+                        await resp.aclose()
+
+                return StreamingResponse(chunks(), status_code=resp.status_code,
+                                         media_type="text/event-stream")  # fmt: skip
+            resp = await http.post(url, json=body)
+        except httpx.HTTPError as e:
+            raise unavailable(f"{role} runtime unavailable: {e}") from e
+        return JSONResponse(resp.json(), status_code=resp.status_code)
 
     async def health(self) -> dict[str, dict[str, Any]]:
         """Each model's runtime or pool: ``ok``, and per worker whether it answers (a router's own
