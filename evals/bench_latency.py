@@ -325,8 +325,7 @@ def run_bench(
 
 def main(argv: list[str] | None = None) -> int:
     from evals.datasets import DATASETS, load_dataset
-    from relaygen_sgl.pair_args import add_pair_args, open_pair
-    from relaygen_sgl.profile import CueProfile
+    from relaygen_sgl.pair_args import add_pair_args, open_pair, profile_from_args
     from relaygen_sgl.relay import RelayPair
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
@@ -352,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
                 "top_k": args.top_k if args.top_k > 0 else None}  # fmt: skip
     with ExitStack() as stack:
         pair = RelayPair(*open_pair(args, stack))
-        summary = run_bench(problems, large=pair, profile=CueProfile.load(args.profile),
+        summary = run_bench(problems, large=pair, profile=profile_from_args(args),
                             out_dir=Path(args.out), runs=args.runs, max_tokens=args.max_tokens,
                             sampling=sampling, seed=args.seed, ignore_eos=args.ignore_eos,
                             flush_cache=not args.no_flush, warmup_tokens=args.warmup_tokens,

@@ -191,17 +191,16 @@ def run(args: argparse.Namespace) -> int:
     from evals.datasets import load_dataset
     from relaygen_sgl.default_pair import default_pair
     from relaygen_sgl.model_install import install_default_pair
-    from relaygen_sgl.pair_args import open_pair
-    from relaygen_sgl.profile import CueProfile
+    from relaygen_sgl.pair_args import open_pair, profile_from_args
     from relaygen_sgl.relay import RelayPair
 
-    profile = CueProfile.load(args.profile)
+    profile = profile_from_args(args)
     problems = load_dataset(args.dataset, args.problems)
     with ExitStack() as stack:
         if not (args.large_url and args.small_url):
             if args.large_model == str(default_pair().large):
                 install_default_pair()
             print(f"starting SGLang runtimes for {args.large_model} and {args.small_model} ...", flush=True)
-        pair = RelayPair(*open_pair(args, stack))  # one pair (clients, tokenizers) for both passes
+        pair = RelayPair(*open_pair(args, stack, profile))  # one pair (clients, tokenizers) for both passes
         asyncio.run(_demo(args, pair, problems, profile))
     return 0

@@ -35,7 +35,7 @@ from evals.datasets import DATASETS, Problem, load_dataset
 from evals.grading import THINKING_CHOICES, grade, thinks
 from evals.summary import markdown, plot, summarize
 from relaygen_sgl.jsonl import repair_jsonl
-from relaygen_sgl.pair_args import add_pair_args, open_pair
+from relaygen_sgl.pair_args import add_pair_args, open_pair, profile_from_args
 from relaygen_sgl.profile import CueProfile
 from relaygen_sgl.relay import MODES, RelayError, RelayPair, relay_generate_async, runtimes_used
 
@@ -47,6 +47,23 @@ class EvalIncomplete(RuntimeError):
 
 
 ORDER = {m: i for i, m in enumerate(("large_only", "small_only", "relay", "random_switch"))}
+
+
+def variant(label: str, profile: CueProfile) -> tuple[str, CueProfile]:
+    """``"relay"`` -> (relay, profile); ``"relay@4"`` -> (relay, the profile's best 4 cues)."""
+    mode, _, k = label.partition("@")
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {label!r}: choose {', '.join(MODES)}, or relay@K / random_switch@K")
+    if not k:
+        return mode, profile
+    if mode not in ("relay", "random_switch") or not k.isdigit():
+        raise ValueError(f"{label!r}: only relay@K and random_switch@K take a cue count K (an integer)")
+    return mode, profile.top_cues(int(k))
+
+
+def _order(label: str) -> tuple[int, int]:
+    mode, _, k = label.partition("@")
+    return ORDER[mode], int(k or 0)
 # The paper samples at the reference's get_sampling_params (Qwen3); greedy is this repo's default.
 PROTOCOLS: dict[str, dict[str, Any]] = {
     "greedy": {"temperature": 0.0, "top_p": None, "top_k": None, "samples": 1},
@@ -69,7 +86,7 @@ def templated_prompts(pair: RelayPair) -> Callable[[str, Problem], str]:
     cache: dict[tuple[str, str], str] = {}
 
     def prompt(mode: str, p: Problem) -> str:
-        role = runtimes_used(mode)[0]
+        role = runtimes_used(mode.partition("@")[0])[0]
         if (role, p.id) not in cache:
             try:
                 tok = pair.clients[role].tokenizer  # loaded once per client, by the relay already
@@ -106,16 +123,18 @@ class _Run:
     out: IO[str]
     show_progress: bool
 
-    async def evaluate(self, p: Problem, i: int, k: int, mode: str,
+    async def evaluate(self, p: Problem, i: int, k: int, label: str,
                        switch_rate: float | None) -> dict[str, Any]:  # fmt: skip
         """One sample of one problem in one mode; the seed depends on (problem, sample), not the mode."""
         s = sample_seed(self.seed, i, k)
+        mode, profile = variant(label, self.profile)
         r = await relay_generate_async(
-            messages=p.messages(), large=self.pair, profile=self.profile, mode=mode,  # type: ignore[arg-type]
+            messages=p.messages(), large=self.pair, profile=profile, mode=mode,  # type: ignore[arg-type]
             sampling={**self.sampling, "sampling_seed": s}, max_tokens=self.max_tokens,
             seed=s, switch_rate=switch_rate,
         )  # fmt: skip
-        return {"mode": mode, "id": p.id, "sample": k, "expected": p.answer, **r.stats.summary(),
+        top = {"top_cues": len(profile.cues)} if "@" in label else {}
+        return {"id": p.id, "sample": k, "expected": p.answer, **r.stats.summary(), "mode": label, **top,
                 "seed": s, "sampling": self.sampling, "concurrency": self.concurrency,
                 "output": r.text}  # fmt: skip
 
@@ -155,10 +174,11 @@ async def _run_modes(run: _Run, problems: list[Problem], modes: list[str], sampl
     try:
         for mode in modes:
             switch_rate = None
-            if mode == "random_switch":
-                relay_rows = [r for (m, _, _), r in run.done.items() if m == "relay"]
+            if mode.startswith("random_switch"):
+                twin = mode.replace("random_switch", "relay")  # random_switch@K matches relay@K
+                relay_rows = [r for (m, _, _), r in run.done.items() if m == twin]
                 if not relay_rows:
-                    raise ValueError("random_switch needs the relay mode in the same run")
+                    raise ValueError(f"{mode} needs {twin} in the same run (its switch rate)")
                 large_toks = sum(r["large_tokens"] for r in relay_rows)
                 switch_rate = max(sum(r["switches"] for r in relay_rows), 1) / max(large_toks, 1)
             had = sum(1 for (m, _, _) in run.done if m == mode)
@@ -229,7 +249,9 @@ def run_eval(
     for r in done.values():
         if "truncated" not in r:  # a row from before truncation was flagged: grade it the current way
             _grade(r, by_id.get(r["id"]), thinking, prompt)
-    modes = sorted(set(modes), key=ORDER.__getitem__)
+    for label in modes:
+        variant(label, profile)  # a bad label fails before anything runs
+    modes = sorted(set(modes), key=_order)
     with path.open("a") as f:
         run = _Run(pair, profile, max_tokens, sampling, seed, concurrency, thinking, prompt, done, f,
                    show_progress)  # fmt: skip
@@ -255,7 +277,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--dataset", default="gsm8k", help=f"{', '.join(DATASETS)} or jsonl:PATH")
     p.add_argument("--limit", type=int, default=20, help="first N problems (0: all)")
-    p.add_argument("--modes", nargs="+", default=["large_only", "relay"], choices=MODES)
+    p.add_argument("--modes", nargs="+", default=["large_only", "relay"], metavar="MODE",
+                   help=f"{', '.join(MODES)}; relay@K and random_switch@K run the profile's best K cues "
+                   "(an operating point; random_switch@K matches relay@K's switch rate)")
     add_pair_args(p)
     p.add_argument("--protocol", choices=list(PROTOCOLS), default="greedy",
                    help="greedy: T 0, 1 sample (default); paper: T 0.6, top_p 0.95, top_k 20, 4 samples")
@@ -276,11 +300,18 @@ def main(argv: list[str] | None = None) -> int:
                    "reports tokens/s and problems/s per mode")
     p.add_argument("--out", default="runs/eval")
     args = p.parse_args(argv)  # fmt: skip
+    try:
+        profile = profile_from_args(args)
+        for label in args.modes:
+            variant(label, profile)  # a bad label or K fails here, before any server starts
+    except ValueError as e:  # ProfileError included
+        print(f"run_eval: error: {e}", file=sys.stderr)
+        return 2
     problems = load_dataset(args.dataset, args.limit or None)
     with ExitStack() as stack:
-        pair = RelayPair(*open_pair(args, stack))  # one pair (clients, tokenizers) for the whole run
+        pair = RelayPair(*open_pair(args, stack, profile))  # one pair (clients, tokenizers) for the run
         try:
-            summary = run_eval(problems, large=pair, profile=CueProfile.load(args.profile),
+            summary = run_eval(problems, large=pair, profile=profile,
                                modes=args.modes, out_dir=Path(args.out), max_tokens=args.max_tokens,
                                temperature=args.temperature, seed=args.seed, concurrency=args.concurrency,
                                protocol=args.protocol, top_p=args.top_p, top_k=args.top_k,

@@ -80,7 +80,44 @@ def summarize(
             "throughput_concurrency": tp.get("concurrency"),
             "throughput_complete": tp.get("complete"),
         })  # fmt: skip
-    return {"modes": table, "ci": {"level": CI_LEVEL, "method": CI_METHOD}}
+    return {"modes": table, "paired": paired_comparisons(rows, [m for m in modes if by_mode[m]]),
+            "ci": {"level": CI_LEVEL, "method": CI_METHOD}}  # fmt: skip
+
+
+def comparison_pairs(modes: Sequence[str]) -> list[tuple[str, str]]:
+    """What each mode is judged against: every mode against large-only, and each relay operating
+    point against its random-switching control at the same switch rate."""
+    pairs = [(m, "large_only") for m in modes if m != "large_only" and "large_only" in modes]
+    for m in modes:
+        control = m.replace("relay", "random_switch", 1)
+        if m.partition("@")[0] == "relay" and control in modes:
+            pairs.append((m, control))
+    return pairs
+
+
+def paired_difference(rows: Sequence[dict[str, Any]], a: str, b: str) -> dict[str, Any] | None:
+    """``a`` minus ``b`` on the problems both answered: the mean per-problem difference in pass@1
+    with a bootstrap CI over problems, and the discordant (problem, sample) counts."""
+    acc_a = per_problem_accuracy([r for r in rows if r["mode"] == a])
+    acc_b = per_problem_accuracy([r for r in rows if r["mode"] == b])
+    common = sorted(acc_a.keys() & acc_b.keys())
+    if not common:
+        return None
+    diffs = [acc_a[i] - acc_b[i] for i in common]
+    right = {(r["mode"], r["id"], int(r.get("sample", 0))): bool(r["correct"]) for r in rows}
+    keys = [(i, k) for (m, i, k) in right if m == a and i in acc_b and (b, i, k) in right]
+    ci = bootstrap_ci(diffs)
+    return {
+        "a": a, "b": b, "problems": len(common),
+        "difference": round(statistics.mean(diffs), 4),
+        "ci95": list(ci) if ci else None,
+        "a_only_right": sum(right[(a, i, k)] and not right[(b, i, k)] for i, k in keys),
+        "b_only_right": sum(right[(b, i, k)] and not right[(a, i, k)] for i, k in keys),
+    }  # fmt: skip
+
+
+def paired_comparisons(rows: Sequence[dict[str, Any]], modes: Sequence[str]) -> list[dict[str, Any]]:
+    return [d for a, b in comparison_pairs(modes) if (d := paired_difference(rows, a, b))]
 
 
 COLUMNS = [
@@ -104,8 +141,21 @@ def markdown(summary: dict[str, Any]) -> str:
     lines = ["| " + " | ".join(h for _, h in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(_cell(k, row.get(k)) for k, _ in COLUMNS) + " |" for row in summary["modes"]]
     note = summary.get("ci", {}).get("method")
-    return "\n".join(lines) + "\n" + (f"\npass@1: mean over samples, then problems; 95% CI: {note}.\n"
+    text = "\n".join(lines) + "\n" + (f"\npass@1: mean over samples, then problems; 95% CI: {note}.\n"
                                       if note else "")  # fmt: skip
+    if summary.get("paired"):
+        text += "\n" + paired_markdown(summary["paired"])
+    return text
+
+
+def paired_markdown(paired: Sequence[dict[str, Any]]) -> str:
+    head = "| comparison | problems | difference in pass@1 | 95% CI | only first right | only second right |"
+    lines = [head, "|---|---|---|---|---|---|"]
+    for d in paired:
+        ci = f"[{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]" if d["ci95"] else ""
+        lines.append(f"| {d['a']} - {d['b']} | {d['problems']} | {d['difference']:+.3f} | {ci} | "
+                     f"{d['a_only_right']} | {d['b_only_right']} |")  # fmt: skip
+    return "\n".join(lines) + "\n\nPaired over the problems both modes answered; CI by the same bootstrap.\n"
 
 
 def plot(summary: dict[str, Any], path: Path) -> None:

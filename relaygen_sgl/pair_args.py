@@ -5,6 +5,7 @@ benchmarks all take the same flags, parsed here once."""
 from __future__ import annotations
 
 import argparse
+import logging
 import shlex
 from collections.abc import Sequence
 from contextlib import ExitStack
@@ -12,8 +13,10 @@ from typing import Any
 
 from relaygen_sgl.default_pair import default_pair
 from relaygen_sgl.launch_options import DEVICES, SPECULATIVE_ALGORITHMS, Speculative
+from relaygen_sgl.profile import CueProfile
 
 ROLES = ("large", "small")
+logger = logging.getLogger(__name__)
 
 
 def _replicas(value: str) -> int:
@@ -76,7 +79,17 @@ def add_pair_args(p: argparse.ArgumentParser | Any, *, models_default: bool = Tr
     )
     p.add_argument("--profile", default=pair.profile,
                    help="cue profile file or bundled name (default: %(default)s)")  # fmt: skip
+    p.add_argument("--top-cues", type=int, default=None, metavar="K",
+                   help="switch on the profile's best K cues instead of its kept set: K above the kept "
+                        "set means more switches (faster, riskier), below it fewer (default: the kept set)")
     add_runtime_args(p)
+
+
+def profile_from_args(args: argparse.Namespace) -> CueProfile:
+    """``--profile``, narrowed or widened to ``--top-cues`` when given; a bad value is a ProfileError."""
+    profile = CueProfile.load(args.profile)
+    k = getattr(args, "top_cues", None)
+    return profile if k is None else profile.top_cues(k)
 
 
 def speculative_from_args(args: argparse.Namespace) -> Speculative | None:
@@ -141,10 +154,33 @@ def open_runtimes(args: argparse.Namespace, stack: ExitStack,
     return urls
 
 
-def open_pair(args: argparse.Namespace, stack: ExitStack) -> tuple[str, str]:
-    """URLs of the two runtimes; starts those without a URL (stopped when ``stack`` closes)."""
+def open_pair(args: argparse.Namespace, stack: ExitStack,
+              profile: CueProfile | None = None) -> tuple[str, str]:  # fmt: skip
+    """URLs of the two runtimes; starts those without a URL (stopped when ``stack`` closes).
+    With ``profile``, warns when the runtimes serve other models than it was calibrated for."""
     urls = open_runtimes(args, stack)
     missing = [r for r in ROLES if urls[r] is None]
     if missing:
         raise ValueError(f"give --{missing[0]}-url or --{missing[0]}-model")
+    if profile is not None:
+        warn_on_mismatch(profile, urls["large"], urls["small"])  # type: ignore[arg-type]
     return urls["large"], urls["small"]  # type: ignore[return-value]
+
+
+def warn_on_mismatch(profile: CueProfile, large_url: str, small_url: str) -> str | None:
+    """Log (and return) a warning naming both sides when the runtimes' models are not the profile's."""
+    from relaygen_sgl.runtime_client import RuntimeClient
+
+    paths = []
+    for url in (large_url, small_url):
+        client = RuntimeClient(url)
+        try:
+            paths.append(str(client.model_info.get("model_path", "")))
+        except RuntimeError:
+            return None  # nothing to compare; the run itself will say the runtime is down
+        finally:
+            client.close()
+    warning = profile.pair_mismatch(*paths)
+    if warning:
+        logger.warning("%s", warning)
+    return warning

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,18 +39,41 @@ class Cue:
 class CueProfile:
     large_model: str
     small_model: str
-    cues: tuple[Cue, ...]
+    cues: tuple[Cue, ...]  # the cues the relay switches on
     name: str = ""
     case_sensitive: bool = True
     sentence_end_regex: str = SENTENCE_END_REGEX
     min_large_tokens: int = 5
     max_small_tokens: int = 64
     provenance: dict[str, Any] = field(default_factory=dict)
+    # Every scored cue, kept ones first, each group by delta: the dial that top_cues() turns.
+    ranking: tuple[Cue, ...] = ()
     version: int = PROFILE_VERSION
 
     @property
     def cue_texts(self) -> list[str]:
         return [c.text for c in self.cues]
+
+    @property
+    def ranked(self) -> tuple[Cue, ...]:
+        """The cues in rank order: the calibrated ranking, else the profile's own list."""
+        return self.ranking or self.cues
+
+    def top_cues(self, k: int) -> CueProfile:
+        """This profile switching on its best ``k`` cues.  ``k`` above the kept set reaches down
+        the ranking (more switches, a lower large-model share); below it, fewer switches."""
+        n = len(self.ranked)
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= n:
+            raise ProfileError(f"top_cues must be an integer from 1 to {n} (the profile "
+                               f"{self.name or self.large_model!r} ranks {n} cues), got {k!r}")  # fmt: skip
+        return replace(self, cues=self.ranked[:k], name=f"{self.name}@top{k}" if self.name else "")
+
+    def pair_mismatch(self, large: str, small: str) -> str | None:
+        """A warning when the running models (paths or ids) do not look like the profile's pair."""
+        bad = [f"{role} runtime serves {got!r} but the profile was calibrated for {want!r}"
+               for role, want, got in (("large", self.large_model, large), ("small", self.small_model, small))
+               if _model_key(want) not in _model_key(got)]  # fmt: skip
+        return f"profile {self.name or '(unnamed)'}: " + "; ".join(bad) if bad else None
 
     def stop_regexes(self) -> list[str]:
         return stop_regexes(self.cue_texts, self.case_sensitive)
@@ -60,10 +83,11 @@ class CueProfile:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d["cues"] = [{k: v for k, v in asdict(c).items() if v is not None} for c in self.cues]
-        for c in d["cues"]:
-            if "ci" in c:
-                c["ci"] = list(c["ci"])
+        for key in ("cues", "ranking"):
+            d[key] = [{k: (list(v) if k == "ci" else v) for k, v in asdict(c).items() if v is not None}
+                      for c in getattr(self, key)]  # fmt: skip
+        if not d["ranking"]:
+            del d["ranking"]
         return d
 
     def save(self, path: str | Path) -> Path:
@@ -90,6 +114,13 @@ class CueProfile:
         except json.JSONDecodeError as e:
             raise ProfileError(f"{path}: not valid JSON ({e})") from e
         return _validate(data, str(path))
+
+
+def _model_key(name: str) -> str:
+    """A model's id or folder reduced to what identifies it: "Qwen/Qwen3-32B" -> "qwen3-32b",
+    "Qwen2.5-Coder-1.5B-Instruct (Q4_K_M GGUF)" -> "qwen2.5-coder-1.5b-instruct"."""
+    first = name.strip().split(" ", 1)[0] if name.strip() else ""
+    return first.rstrip("/").rsplit("/", 1)[-1].lower()
 
 
 def bundled_profiles() -> list[str]:
@@ -119,10 +150,15 @@ def _validate(data: Any, source: str) -> CueProfile:
     cues: list[Cue] = []
     for i, raw in enumerate(raw_cues):
         cues.append(_validate_cue(raw, source, f"cues[{i}]"))
-    texts = [c.text for c in cues]
-    if len(set(texts)) != len(texts):
-        dup = next(t for t in texts if texts.count(t) > 1)
-        raise _fail(source, "cues", f"lists {dup!r} twice")
+    _no_repeats(cues, source, "cues")
+    raw_ranking = data.get("ranking", [])
+    if not isinstance(raw_ranking, list):
+        raise _fail(source, "ranking", "must be a list of cue objects")
+    ranking = [_validate_cue(raw, source, f"ranking[{i}]") for i, raw in enumerate(raw_ranking)]
+    _no_repeats(ranking, source, "ranking")
+    top = [c.text for c in ranking[: len(cues)]]
+    if ranking and sorted(top) != sorted(c.text for c in cues):
+        raise _fail(source, "ranking", "must start with the profile's cues (the kept set ranks first)")
     case_sensitive = data.get("case_sensitive", True)
     if not isinstance(case_sensitive, bool):
         raise _fail(source, "case_sensitive", "must be true or false")
@@ -155,12 +191,20 @@ def _validate(data: Any, source: str) -> CueProfile:
         min_large_tokens=data.get("min_large_tokens", 5),
         max_small_tokens=data.get("max_small_tokens", 64),
         provenance=provenance,
+        ranking=tuple(ranking),
     )
     try:
         profile.stop_regexes()
     except ValueError as e:
         raise _fail(source, "cues", str(e)) from e
     return profile
+
+
+def _no_repeats(cues: list[Cue], source: str, fld: str) -> None:
+    texts = [c.text for c in cues]
+    if len(set(texts)) != len(texts):
+        dup = next(t for t in texts if texts.count(t) > 1)
+        raise _fail(source, fld, f"lists {dup!r} twice")
 
 
 def _validate_cue(raw: Any, source: str, where: str) -> Cue:

@@ -7,6 +7,7 @@ import math
 import pytest
 
 from relaygen_sgl.calibration.margins import (
+    CueSegment,
     ScoredTrace,
     cue_segments,
     cue_statistics,
@@ -127,3 +128,20 @@ def test_bootstrap_ci_brackets_delta_with_varied_segments():
     (st,) = cue_statistics([trace], ["So"], min_count=1, n_boot=400, seed=3)
     assert st.count == 3
     assert st.ci_low < st.delta < st.ci_high
+
+
+def test_keep_significant_drops_a_cue_whose_ci_reaches_below_zero():
+    # "So": segments of mean 0.9, 0.0 and 0.6 against 0.4 elsewhere: delta +0.1, but a resample
+    # of its low segment alone is -0.4.  "Thus": every segment well above elsewhere.
+    noisy = ScoredTrace([0.9] * 3 + [0.0] * 3 + [0.6] * 3 + [0.4] * 6,
+                        [CueSegment("So", a, a + 3, a, a + 3) for a in (0, 3, 6)])  # fmt: skip
+    steady = ScoredTrace([0.9] * 9 + [0.4] * 6, [CueSegment("Thus", a, a + 3, a, a + 3) for a in (0, 3, 6)])
+    kw = {"min_count": 3, "n_boot": 400, "seed": 0}
+    traces, cues = [noisy, steady], ["So", "Thus"]
+    paper = {s.cue: s for s in cue_statistics(traces, cues, **kw)}
+    significant = {s.cue: s for s in cue_statistics(traces, cues, keep="significant", **kw)}
+    assert paper["So"].delta == pytest.approx(0.1) and paper["So"].ci_low < 0 < paper["So"].ci_high
+    assert paper["So"].kept and not significant["So"].kept
+    assert paper["Thus"].kept and significant["Thus"].kept and significant["Thus"].ci_low > 0
+    with pytest.raises(ValueError, match="keep must be one of paper, significant"):
+        cue_statistics([steady], ["Thus"], keep="loose")  # type: ignore[arg-type]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from evals.run_eval import sample_seed
 from evals.summary import bootstrap_ci, markdown, per_problem_accuracy, summarize
 
@@ -61,3 +63,56 @@ def test_sample_seeds_depend_on_problem_and_sample_only():
     assert sample_seed(0, 2, 0) == 2  # sample 0 keeps the greedy protocol's seed + i
     seeds = {sample_seed(5, i, k) for i in range(3) for k in range(4)}
     assert len(seeds) == 12
+
+
+def test_paired_differences_and_discordant_counts():
+    # Problems p0..p9: large-only right on 0-5, relay on 0-4 and 7, random switching on 0-2.
+    rows = [row("large_only", f"p{i}", i <= 5) for i in range(10)]
+    rows += [row("relay", f"p{i}", i <= 4 or i == 7) for i in range(10)]
+    rows += [row("random_switch", f"p{i}", i <= 2) for i in range(10)]
+    s = summarize(rows, ["large_only", "relay", "random_switch"])
+    by = {(d["a"], d["b"]): d for d in s["paired"]}
+    assert set(by) == {("relay", "large_only"), ("random_switch", "large_only"), ("relay", "random_switch")}
+    d = by[("relay", "large_only")]
+    assert d["problems"] == 10 and d["difference"] == 0.0
+    assert (d["a_only_right"], d["b_only_right"]) == (1, 1)  # p7 against p5
+    d = by[("relay", "random_switch")]
+    assert d["difference"] == 0.3 and (d["a_only_right"], d["b_only_right"]) == (3, 0)
+    assert d["ci95"][0] >= 0  # relay never loses a problem to random switching here
+    assert "| relay - random_switch | 10 | +0.300 |" in markdown(s)
+
+
+def test_operating_points_are_compared_with_their_own_control():
+    modes = ["large_only", "relay@2", "random_switch@2", "relay@8"]
+    rows = [row(m, f"p{i}", True) for m in modes for i in range(3)]
+    pairs = {(d["a"], d["b"]) for d in summarize(rows, modes)["paired"]}
+    assert ("relay@2", "random_switch@2") in pairs and ("relay@8", "large_only") in pairs
+    assert not any(b == "random_switch@8" for _, b in pairs)  # no control ran at K=8
+
+
+def test_mode_labels_name_operating_points():
+    from evals.run_eval import variant
+    from relaygen_sgl.profile import CueProfile, ProfileError
+
+    prof = CueProfile.from_dict({"large_model": "l", "small_model": "s", "cues": ["So"],
+                                 "ranking": [{"text": "So"}, {"text": "Wait,"}]})  # fmt: skip
+    assert variant("relay", prof) == ("relay", prof)
+    mode, top = variant("random_switch@2", prof)
+    assert mode == "random_switch" and top.cue_texts == ["So", "Wait,"]
+    bad_labels = (("relay@x", "only relay@K"), ("large_only@2", "only relay@K"), ("relax", "unknown mode"))
+    for bad, msg in bad_labels:
+        with pytest.raises(ValueError, match=msg):
+            variant(bad, prof)
+    with pytest.raises(ProfileError, match="from 1 to 2"):
+        variant("relay@3", prof)
+
+
+def test_the_frontier_counts_only_modes_that_answered_every_problem():
+    from evals.frontier import frontier
+
+    ids = ["p0", "p1", "p2"]
+    rows = [row(m, i, True) for m in ("large_only", "relay@1", "small_only") for i in ids]
+    rows += [row("relay@4", "p0", True), row("relay@1", "p9", False)]  # partial; outside the first 3
+    s = frontier(rows, ids)
+    assert [m["mode"] for m in s["modes"]] == ["large_only", "small_only", "relay@1"]
+    assert s["incomplete_modes"] == {"relay@4": 1} and s["problems"] == 3

@@ -105,3 +105,46 @@ def test_paper_profiles_ship_the_reference_lists(name: str, cues: list[str], cou
         assert any(re.search(p, f"ok. {cue} x") for p in pats), cue
     # Stricter than the reference's substring stop strings.
     assert not any(re.search(p, "ok. I know Otherwise x") for p in pats)
+
+
+RANKED = {
+    **GOOD,
+    "cues": [{"text": "So", "delta": 0.3}, {"text": "Therefore,", "delta": 0.2}],
+    "ranking": [{"text": "So", "delta": 0.3}, {"text": "Therefore,", "delta": 0.2},
+                {"text": "Wait,", "delta": -0.1}, {"text": "Now,", "delta": -0.2}],
+}  # fmt: skip
+
+
+def test_top_cues_turns_the_dial_both_ways(tmp_path: Path):
+    prof = CueProfile.from_dict(RANKED)
+    assert prof.top_cues(1).cue_texts == ["So"]  # fewer switches than the kept set
+    assert prof.top_cues(2).cue_texts == prof.cue_texts  # the kept set
+    assert prof.top_cues(4).cue_texts == ["So", "Therefore,", "Wait,", "Now,"]  # down the ranking
+    saved = prof.top_cues(3).save(tmp_path / "p.json")
+    assert CueProfile.load(saved).cue_texts == ["So", "Therefore,", "Wait,"]
+    assert CueProfile.load(prof.save(tmp_path / "q.json")) == prof  # the ranking survives a round trip
+    # A profile without a ranking (the paper's lists) ranks its own cues in order.
+    assert CueProfile.from_dict(GOOD).top_cues(1).cue_texts == ["Therefore,"]
+
+
+@pytest.mark.parametrize("k", [0, -1, 5, True, 1.5])
+def test_top_cues_out_of_range_is_a_clear_error(k):
+    with pytest.raises(ProfileError, match="top_cues must be an integer from 1 to 4"):
+        CueProfile.from_dict(RANKED).top_cues(k)
+
+
+def test_ranking_must_start_with_the_kept_cues():
+    bad = {**RANKED, "ranking": list(reversed(RANKED["ranking"]))}
+    with pytest.raises(ProfileError, match="field 'ranking' must start with the profile's cues"):
+        CueProfile.from_dict(bad)
+    with pytest.raises(ProfileError, match="field 'ranking' lists 'So' twice"):
+        CueProfile.from_dict({**RANKED, "ranking": [*RANKED["ranking"], {"text": "So"}]})
+
+
+def test_a_profile_names_both_sides_of_a_pair_mismatch():
+    prof = CueProfile.from_dict({**GOOD, "large_model": "qwen2.5-coder-1.5b",
+                                 "small_model": "qwen2.5-coder-0.5b"})  # fmt: skip
+    assert prof.pair_mismatch("/m/qwen2.5-coder-1.5b-instruct", "/m/Qwen2.5-Coder-0.5B-Instruct/") is None
+    warning = prof.pair_mismatch("/models/qwen2.5-coder-1.5b-instruct", "/models/smollm2-135m-instruct")
+    assert warning is not None and "small runtime serves '/models/smollm2-135m-instruct'" in warning
+    assert "calibrated for 'qwen2.5-coder-0.5b'" in warning and "large runtime" not in warning

@@ -13,8 +13,10 @@ from typing import Any
 
 from relaygen_sgl.calibration.io import CUE_LISTS, cue_list_path, load_cues, load_problems
 from relaygen_sgl.calibration.margins import (
+    KEEP_RULES,
     SEGMENT_SPANS,
     CueStat,
+    KeepRule,
     ScoredTrace,
     SegmentSpan,
     cue_segments,
@@ -25,6 +27,8 @@ from relaygen_sgl.jsonl import read_jsonl
 from relaygen_sgl.pair_args import add_runtime_args, open_runtimes
 from relaygen_sgl.profile import CueProfile
 from relaygen_sgl.runtime_client import RuntimeClient
+
+KEEP_DESCRIPTIONS = {"paper": "delta > {}", "significant": "95% CI of delta above {}"}
 
 
 @dataclass
@@ -44,6 +48,7 @@ def analyze(
     n_boot: int,
     seed: int,
     span: SegmentSpan = "after-cue",
+    keep: KeepRule = "paper",
 ) -> tuple[list[ScoredTrace], list[CueStat]]:
     matcher = CueMatcher(cues)
     traces = [
@@ -52,7 +57,7 @@ def analyze(
         for r in scored
     ]  # fmt: skip
     stats = cue_statistics(traces, cues, min_count=min_count, threshold=threshold,
-                           n_boot=n_boot, seed=seed)  # fmt: skip
+                           n_boot=n_boot, seed=seed, keep=keep)  # fmt: skip
     return traces, stats
 
 
@@ -74,6 +79,7 @@ def calibrate(
     top_k: int | None = 20,
     segment_span: SegmentSpan = "after-cue",
     threshold: float = 0.0,
+    keep: KeepRule = "paper",
     min_count: int = 3,
     n_boot: int = 1000,
     threads: int = 4,
@@ -124,15 +130,20 @@ def calibrate(
         scored = score_traces(traces, small_client, out / "scores.jsonl", threads=threads,
                               progress=bar.update)  # fmt: skip
     scored_traces, stats = analyze(scored, cues, min_count=min_count, threshold=threshold,
-                                   n_boot=n_boot, seed=seed, span=segment_span)  # fmt: skip
+                                   n_boot=n_boot, seed=seed, span=segment_span, keep=keep)  # fmt: skip
     budgets = [t["max_new_tokens"] for t in traces if "max_new_tokens" in t]
     kept = [s for s in stats if s.kept]
+
+    def cue(s: CueStat) -> dict[str, Any]:
+        return {"text": s.cue, "delta": round(s.delta, 5), "count": s.count,
+                "ci": [round(s.ci_low, 5), round(s.ci_high, 5)]}  # fmt: skip
+
     profile = CueProfile.from_dict({
         "name": f"{large_name or 'large'}__{small_name or 'small'}",
         "large_model": large_name or (large_client.model_info["model_path"] if large_client else "large"),
         "small_model": small_name or small_client.model_info["model_path"],
-        "cues": [{"text": s.cue, "delta": round(s.delta, 5), "count": s.count,
-                  "ci": [round(s.ci_low, 5), round(s.ci_high, 5)]} for s in kept],
+        "cues": [cue(s) for s in kept],
+        "ranking": [cue(s) for s in stats],  # kept first, then the rest: what --top-cues reaches into
         "min_large_tokens": min_large_tokens,
         "max_small_tokens": max_small_tokens,
         "provenance": {
@@ -147,7 +158,7 @@ def calibrate(
                if traces_path is None else {"traces_file": str(traces_path)}),
             "scored_cut_to_context": sum(bool(r.get("cut")) for r in scored),
             "segment_span": segment_span,
-            "threshold": threshold, "min_count": min_count, "bootstrap": n_boot,
+            "threshold": threshold, "keep": keep, "min_count": min_count, "bootstrap": n_boot,
             "candidate_cues": cue_list_path(cues_file).name, "candidate_count": len(cues),
             "date": dt.date.today().isoformat(),
         },
@@ -160,7 +171,8 @@ def calibrate(
     }
     files["markdown"].write_text(
         f"# Cue calibration\n\n{len(scored)} traces scored; {len(kept)} of {len(stats)} "
-        f"observed cues kept (delta > {threshold}, count >= {min_count}).\n\n{markdown_table(stats)}"
+        f"observed cues kept ({KEEP_DESCRIPTIONS[keep].format(threshold)}, count >= {min_count})."
+        f"\n\n{markdown_table(stats)}"
     )
     if scored_traces:
         # Show the trace with the most cue segments: the plot is about them.
@@ -210,6 +222,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                      help="tokens scored per cue: from after the cue (what the small model writes; "
                      "the paper's) or from the cue itself, to the sentence end (default: %(default)s)")
     sel.add_argument("--threshold", type=float, default=0.0, help="keep cues with delta above this")
+    sel.add_argument("--keep", choices=KEEP_RULES, default="paper",
+                     help="paper: keep a cue whose mean delta is above --threshold (the reference's "
+                     "rule); significant: only one whose whole 95%% bootstrap CI is (default: %(default)s)")
     sel.add_argument("--min-count", type=int, default=3, help="keep cues seen at least this often")
     sel.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the CI")
     sel.add_argument(
@@ -243,7 +258,7 @@ def _run(args: argparse.Namespace) -> int:
             large_name=args.large_name or args.large_model, small_name=args.small_name or args.small_model,
             cues_file=args.cues_file, samples=args.samples, seed=args.seed,
             max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p,
-            top_k=args.top_k, segment_span=args.segment_span, threshold=args.threshold,
+            top_k=args.top_k, segment_span=args.segment_span, threshold=args.threshold, keep=args.keep,
             min_count=args.min_count, n_boot=args.bootstrap, threads=args.threads,
             min_large_tokens=args.min_large_tokens, max_small_tokens=args.max_small_tokens,
         )  # fmt: skip

@@ -72,6 +72,10 @@ def cue_segments(
     return segs
 
 
+KeepRule = Literal["paper", "significant"]
+KEEP_RULES: tuple[str, ...] = ("paper", "significant")
+
+
 @dataclass
 class ScoredTrace:
     margins: list[float]
@@ -98,13 +102,18 @@ def cue_statistics(
     threshold: float = 0.0,
     n_boot: int = 1000,
     seed: int = 0,
+    keep: KeepRule = "paper",
 ) -> list[CueStat]:
     """Per cue: mean margin in its segments vs. elsewhere in the same traces.
 
     "Elsewhere" is every token of the traces that contain the cue, outside that
     cue's segments.  The CI bootstraps over segments (each segment's tokens stay
-    together).  Returned ranked by delta, kept cues first.
+    together).  A cue seen at least ``min_count`` times is kept when its delta is above
+    ``threshold`` (``keep="paper"``, the reference's rule) or when its whole 95% CI is
+    (``keep="significant"``).  Returned ranked by delta, kept cues first.
     """
+    if keep not in KEEP_RULES:
+        raise ValueError(f"keep must be one of {', '.join(KEEP_RULES)}, got {keep!r}")
     rng = random.Random(seed)
     stats = []
     for cue in cues:
@@ -135,9 +144,10 @@ def cue_statistics(
         lo = boots[int(0.025 * (n_boot - 1))] if boots else seg_mean - else_mean
         hi = boots[int(0.975 * (n_boot - 1))] if boots else seg_mean - else_mean
         delta = seg_mean - else_mean
+        above = (lo if keep == "significant" else delta) > threshold
         stats.append(
             CueStat(cue, len(seg_tokens), seg_mean, else_mean, delta, lo, hi,
-                    kept=delta > threshold and len(seg_tokens) >= min_count)
+                    kept=above and len(seg_tokens) >= min_count)
         )  # fmt: skip
     stats.sort(key=lambda s: (not s.kept, -s.delta))
     return stats

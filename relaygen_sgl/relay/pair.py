@@ -51,6 +51,12 @@ def _listed(resp: httpx.Response, url: str) -> dict[str, bool]:
             for w in workers if isinstance(w, dict) and isinstance(w.get("url"), str)}  # fmt: skip
 
 
+def same_tokenizer(a: Any, b: Any) -> bool:
+    """Whether two models can exchange token ids: the same vocabulary, added tokens included
+    (``</think>`` and the chat markers are added tokens in the Qwen families)."""
+    return len(a) == len(b) and a.get_vocab() == b.get_vocab()
+
+
 class Replicas:
     """One model's workers behind its entry URL, and which of them serves a relay request.
 
@@ -292,11 +298,8 @@ class RelayPair:
         infos = [self.replicas[r].info_client() for r in ROLES]
         key = tuple((c.url, c.model_generation) for c in infos)
         if self._same is None or self._same[0] != key:
-            ta, tb = tokenizers["large"], tokenizers["small"]
-            same = self.large.url == self.small.url or (
-                len(ta) == len(tb) and ta.get_vocab() == tb.get_vocab()
-            )
-            self._same = (key, same)
+            one_url = self.large.url == self.small.url
+            self._same = (key, one_url or same_tokenizer(tokenizers["large"], tokenizers["small"]))
         return self._same[1]
 
     def handoff(self, used: Sequence[Role], requested: Handoff = "auto") -> str:

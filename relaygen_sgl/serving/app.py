@@ -16,7 +16,6 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
-from relaygen_sgl.profile import CueProfile
 from relaygen_sgl.serving import native, openai
 from relaygen_sgl.serving.errors import APIError, parse_body
 from relaygen_sgl.serving.protocol import (
@@ -109,11 +108,11 @@ def _serve(args: argparse.Namespace) -> int:
 
     import uvicorn
 
-    from relaygen_sgl.pair_args import open_pair
+    from relaygen_sgl.pair_args import open_pair, profile_from_args
 
-    profile = CueProfile.load(args.profile)
+    profile = profile_from_args(args)
     with ExitStack() as stack:
-        large, small = open_pair(args, stack)
+        large, small = open_pair(args, stack, profile)
         config = ServerConfig(large_url=large, small_url=small, profile=profile,
                               answer_model=args.answer_model, default_max_tokens=args.default_max_tokens,
                               max_input_tokens=args.max_input_tokens)  # fmt: skip

@@ -71,7 +71,7 @@ async def generate(service: RelayService, req: GenerateRequest, body: dict[str, 
     max_new = req.sampling_params.max_new_tokens or service.config.default_max_tokens
     prompt: str | list[int] = req.text if isinstance(req.text, str) else list(req.input_ids or [])  # type: ignore[arg-type]
     m = await service.machine(mode="relay", max_tokens=max_new, sampling=_sampling(req), stop=_stops(req),
-                              prompt=prompt, param="text")  # fmt: skip
+                              prompt=prompt, param="text", top_cues=req.top_cues)  # fmt: skip
     rid = req.rid or new_id("generate")
     if req.stream:
         return StreamingResponse(_stream(service, m, rid), media_type="text/event-stream")

@@ -74,7 +74,7 @@ async def chat(service: RelayService, req: ChatCompletionRequest, request: Reque
     messages = req.plain_messages()
     machines = [await service.machine(mode=mode, max_tokens=req.budget(service.config.default_max_tokens),
                                       sampling=req.sampling_params(i), stop=req.stops, messages=messages,
-                                      chat_template_kwargs=req.chat_template_kwargs)
+                                      chat_template_kwargs=req.chat_template_kwargs, top_cues=req.top_cues)
                 for i in range(req.n)]  # fmt: skip
     rid = new_id("chatcmpl")
     if req.stream:
@@ -134,7 +134,7 @@ async def completions(service: RelayService, req: CompletionRequest, request: Re
     prompts = req.prompts()
     machines = [await service.machine(mode=mode, max_tokens=req.budget(service.config.default_max_tokens),
                                       sampling=req.sampling_params(j), stop=req.stops, prompt=p,
-                                      param="prompt")
+                                      param="prompt", top_cues=req.top_cues)
                 for p in prompts for j in range(req.n)]  # fmt: skip
     rid = new_id("cmpl")
     if req.stream:

@@ -41,6 +41,7 @@ class SamplingRequest(_Request):
     stream: bool = False
     stream_options: StreamOptions | None = None
     ignore_eos: bool | None = None  # SGLang extension, for benchmarks
+    top_cues: int | None = Field(default=None, ge=1)  # relay extension: switch on the profile's best K cues
     frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
     presence_penalty: float | None = Field(default=None, ge=-2, le=2)
 
@@ -168,6 +169,7 @@ class GenerateRequest(_Request):
     stream: bool = False
     rid: str | None = None
     return_logprob: bool | None = None
+    top_cues: int | None = Field(default=None, ge=1)  # relay extension, as on the OpenAI routes
 
 
 # -- responses -------------------------------------------------------------------------------

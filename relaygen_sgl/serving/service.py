@@ -15,7 +15,7 @@ import httpx
 from fastapi import Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from relaygen_sgl.profile import CueProfile
+from relaygen_sgl.profile import CueProfile, ProfileError
 from relaygen_sgl.relay import (
     Delta,
     RelayConfig,
@@ -34,6 +34,7 @@ from relaygen_sgl.serving.protocol import MODEL_MODES, CompletionTokensDetails, 
 
 T = TypeVar("T")
 DISCONNECT_POLL_S = 0.5
+RELAY_ONLY_FIELDS = ("top_cues",)  # request fields the relay reads and a runtime does not know
 
 
 @dataclass
@@ -64,15 +65,21 @@ class RelayService:
     async def machine(self, *, mode: str, max_tokens: int, sampling: dict[str, Any], stop: Sequence[str] = (),
                       prompt: str | list[int] | None = None, messages: list[dict[str, str]] | None = None,
                       chat_template_kwargs: dict[str, Any] | None = None,
-                      param: str = "messages") -> RelayMachine:  # fmt: skip
+                      param: str = "messages", top_cues: int | None = None) -> RelayMachine:  # fmt: skip
         """One relay, ready to run; its templated input is checked against the length limit."""
+        profile = self.config.profile
+        if top_cues is not None:
+            try:
+                profile = profile.top_cues(top_cues)
+            except ProfileError as e:
+                raise APIError(400, str(e), param="top_cues") from e
         try:
             config = RelayConfig(mode=mode, max_tokens=max_tokens, answer_model=self.config.answer_model,  # type: ignore[arg-type]
                                  sampling=sampling, stop=tuple(stop))  # fmt: skip
         except ValueError as e:
             raise APIError(400, str(e)) from e
         try:
-            m = await aprepare(self.pair, config, prompt, messages, profile=self.config.profile,
+            m = await aprepare(self.pair, config, prompt, messages, profile=profile,
                                chat_template_kwargs=chat_template_kwargs)  # fmt: skip
         except RelayError as e:
             raise unavailable(f"runtime unavailable: {e}") from e
@@ -135,6 +142,7 @@ class RelayService:
         its body, its stream)."""
         client = self.pair.clients[role]
         http, url = client.async_client, f"{client.url}{path}"
+        body = {k: v for k, v in body.items() if k not in RELAY_ONLY_FIELDS}  # a runtime would refuse them
         try:
             if body.get("stream"):
                 resp = await http.send(http.build_request("POST", url, json=body), stream=True)
