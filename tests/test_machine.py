@@ -369,6 +369,15 @@ def test_think_end_from_the_finisher_is_cut_and_the_large_model_decides() -> Non
     assert r.stats.discarded_tokens == len(THINK_END)
 
 
+@pytest.mark.parametrize("stop", [(), ("##",)])
+def test_think_end_in_the_answer_is_ordinary_text_and_streams_per_token(stop: tuple[str, ...]) -> None:
+    # The answer may quote the marker (code, docs about the format); nothing waits for the end.
+    answer = "Close it with </think> then a blank line. That is all."
+    run = drive(machine(stop=stop), [think("ok</think>"), eos(answer)])
+    assert run.released(1) == [*answer, ""]
+    assert run.result.answer == answer and run.result.stats.outcome == "eos"
+
+
 # -- a model that stops inside its reasoning ----------------------------------------------
 @pytest.mark.parametrize(
     "prompts,first,thinking,closes",

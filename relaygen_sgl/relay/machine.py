@@ -17,9 +17,9 @@ The rules:
    ``min_tokens`` rule, which the reference ran with: stops count only once a turn has more
    than that many tokens; an earlier cue just continues the turn) the *finisher* (small)
    continues until the sentence ends, at most ``max_small_tokens`` tokens; then back to 1;
-3. after ``</think>`` the *answerer* (small by default) writes the answer.  A thinking
-   model that stops before ``</think>`` gets its reasoning closed for it and the answerer
-   answers, as the reference does.
+3. after ``</think>`` the *answerer* (small by default) writes the answer, in which
+   ``</think>`` is ordinary text.  A thinking model that stops before ``</think>`` gets its
+   reasoning closed for it and the answerer answers, as the reference does.
 
 Each runtime is always sent the full context (its own prompt + everything generated so
 far), so RadixAttention serves all it has seen from cache and a switch only prefills the
@@ -200,7 +200,8 @@ class RelayMachine:
             m = self.sentence_end.search(before + text, len(before))  # a turn of <= max_small tokens
             if m is not None:
                 limit = min(limit, m.end() - len(before))
-        think = text.find(THINK_END, scan)
+        # After the reasoning "</think>" is ordinary text: an answer may quote it.
+        think = text.find(THINK_END, scan) if call.kind != "answer" else -1
         if think >= 0:
             limit = min(limit, think if call.kind == "finish" else think + len(THINK_END))
         for stop in self.config.stop:  # never show a user stop string, nor what follows it
@@ -407,10 +408,11 @@ class RelayMachine:
     def _emit(self, limit: int, role: Role, kind: Kind, turn: str = "", final: bool = False) -> list[Delta]:
         """Hand out the output up to ``limit`` (an index into the committed output followed by
         the in-flight ``turn`` text of ``role``/``kind``), one delta per model, except a tail
-        that might still be cut: a partial ``</think>`` or user stop string at the end."""
+        that might still be cut: a partial ``</think>`` (before the answer) or user stop string
+        at the end."""
         base = len(self.output_text)
         if not final:
-            limit -= self._partial_tail(limit, turn)
+            limit -= self._partial_tail(limit, turn, kind)
         if limit <= self._emitted:
             return []
         out = []
@@ -431,9 +433,9 @@ class RelayMachine:
         self._emitted = limit
         return out
 
-    def _partial_tail(self, limit: int, turn: str) -> int:
+    def _partial_tail(self, limit: int, turn: str, kind: Kind) -> int:
         """Length of the longest suffix of the output up to ``limit`` that is a proper prefix
-        of ``</think>`` or a user stop string."""
+        of a user stop string or, before the answer, of ``</think>``."""
         base, n = len(self.output_text), self._hold_len
         if limit >= base:
             k = limit - base
@@ -442,7 +444,7 @@ class RelayMachine:
                 tail = self.output_text[max(base - (n - k), 0) :] + tail
         else:
             tail = self.output_text[max(limit - n, 0) : limit]
-        return _partial_tail(tail, self._hold)
+        return _partial_tail(tail, self.config.stop if kind == "answer" else self._hold)
 
     def _check(self, call: Call) -> None:
         if self._in_flight is None or call.rid != self._in_flight.rid:
