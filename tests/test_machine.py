@@ -475,6 +475,20 @@ def test_text_held_back_for_a_stop_string_is_released_with_its_own_model() -> No
     assert run.released(1)[:3] == ["", "", ""]  # "So t", "So th", "So the": a stop string still may come
 
 
+def test_a_stop_string_from_the_finisher_ends_the_relay() -> None:
+    run = drive(machine(stop=("##",)), [cue("Add. So "), Turn("it is ##", matched="##")])
+    assert run.result.text == "Add. So it is " and run.result.stats.outcome == "stop"
+
+
+def test_a_stop_string_past_the_finishers_sentence_end_is_discarded_with_it() -> None:
+    # The runtime missed the sentence end and stopped at the user's stop string after it: that
+    # part is dropped, so the stop string never reaches the output and the relay goes on.
+    finish = Turn("it is 5. Then ##", matched="##")
+    run = drive(machine(stop=("##",), thinking=False), [cue("Add. So "), finish, eos(" ok")])
+    assert run.kinds == [("large", "reasoning"), ("small", "finish"), ("large", "reasoning")]
+    assert run.result.text == "Add. So it is 5. ok" and run.result.stats.outcome == "eos"
+
+
 # -- failures ------------------------------------------------------------------------------
 def test_a_cancelled_call_ends_the_relay() -> None:
     m = machine()

@@ -305,8 +305,7 @@ class RelayMachine:
         kept_text, kept_ids = self._keep_prefix("small", text, res.output_ids, cut, exclude=THINK_END)
         self.stats.switches += 1
         self._commit("small", "finish", kept_text, kept_ids)
-        if res.finish_type == "stop" and res.matched in self.config.stop:
-            return Outcome.STOP
+        # A user stop string ends the relay only if it is in what was kept: complete() finds it.
         return Outcome.SENTENCE_END
 
     def _advance(self, outcome: Outcome) -> None:
