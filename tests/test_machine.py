@@ -355,6 +355,13 @@ def test_a_think_end_the_runtime_let_through_is_cut_after() -> None:
     assert r.stats.discarded_tokens == len("\n\nIt is 5.") and r.answer == "5"
 
 
+def test_a_turn_cut_at_a_let_through_think_end_did_not_end_on_a_cue() -> None:
+    # The runtime missed "</think>" and stopped on a cue in the answer after it.
+    run = drive(machine(), [cue("ok.</think>\n\nSo "), eos("5")])
+    assert run.kinds == [("large", "reasoning"), ("small", "answer")]
+    assert run.result.segments[0].cue is None and run.result.stats.cue_counts == {}
+
+
 def test_think_end_from_the_finisher_is_cut_and_the_large_model_decides() -> None:
     run = drive(machine(), [cue("Add. So "), think("it is 5 </think>"), think("</think>"), eos("5")])
     assert run.kinds == [

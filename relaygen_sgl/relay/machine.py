@@ -265,10 +265,13 @@ class RelayMachine:
     def _reasoning_done(self, call: Call, res: TurnResult) -> Outcome:
         text, ids = res.text, res.output_ids
         think = text.find(THINK_END)
-        if think >= 0 and res.matched != THINK_END:
-            # SGLang sizes its stop-string window by the canonical tokenization, so a
-            # "</think>" spelled in several tokens can slip through: cut after it here.
-            text, ids = self._keep_prefix(call.role, text, ids, think + len(THINK_END))
+        if think >= 0:
+            if res.matched != THINK_END:
+                # SGLang sizes its stop-string window by the canonical tokenization, so a
+                # "</think>" spelled in several tokens can slip through: cut after it here.
+                text, ids = self._keep_prefix(call.role, text, ids, think + len(THINK_END))
+            self._commit(call.role, "reasoning", text, ids)  # no cue: whatever stopped it came after
+            return Outcome.THINK_END
         matched_cue = res.finish_type == "stop" and res.matched in self.cue_regexes
         cue = None
         if matched_cue and self.matcher is not None:
@@ -278,8 +281,6 @@ class RelayMachine:
         # vLLM's min_tokens: stops are checked only once the turn has more than min_large tokens.
         early = matched_cue and self.turn_tokens <= self.min_large
         self._commit(call.role, "reasoning", text, ids, None if early else cue)
-        if THINK_END in text:
-            return Outcome.THINK_END
         if matched_cue:
             if early:
                 return Outcome.EARLY_CUE
