@@ -385,6 +385,24 @@ def test_think_end_in_the_answer_is_ordinary_text_and_streams_per_token(stop: tu
     assert run.result.answer == answer and run.result.stats.outcome == "eos"
 
 
+def test_a_partial_think_end_is_not_handed_to_the_other_model() -> None:
+    # Capped in the middle of the marker: the large model could complete it where neither
+    # runtime's stop check sees it whole, so the fragment is dropped with the rest.
+    run = drive(machine(), [cue("Add. So "), length("it is </thi"), think("</think>"), eos("5")])
+    assert run.segments[1] == ("small", "finish", "it is ")
+    assert run.calls[2].body["text"] == THINKING["large"] + "Add. So it is "
+    assert run.result.stats.discarded_tokens == len("</thi")
+
+
+def test_random_switch_does_not_hand_over_a_partial_think_end() -> None:
+    rng = random.Random(0)
+    gap = max(PROFILE.min_large_tokens + 1, 1 + int(rng.expovariate(0.1)))
+    capped = "x" * (gap - 5) + "</thi"
+    m = machine("random_switch", seed=0, switch_rate=0.1, thinking=False)
+    run = drive(m, [length(capped), sentence("y."), eos("z")])
+    assert run.calls[1].body["text"] == THINKING["small"] + "x" * (gap - 5)
+
+
 # -- a model that stops inside its reasoning ----------------------------------------------
 @pytest.mark.parametrize(
     "prompts,first,thinking,closes",

@@ -272,6 +272,8 @@ class RelayMachine:
                 text, ids = self._keep_prefix(call.role, text, ids, think + len(THINK_END))
             self._commit(call.role, "reasoning", text, ids)  # no cue: whatever stopped it came after
             return Outcome.THINK_END
+        if self.config.mode == "random_switch" and res.finish_type == "length":
+            text, ids = self._drop_partial_think_end(call.role, text, ids)  # the small model goes on
         matched_cue = res.finish_type == "stop" and res.matched in self.cue_regexes
         cue = None
         if matched_cue and self.matcher is not None:
@@ -298,6 +300,8 @@ class RelayMachine:
         think = text.find(THINK_END)
         if think >= 0:
             cut = think  # the finisher never ends the reasoning; the large model decides
+        else:
+            cut -= _partial_tail(text, (THINK_END,))  # nor leaves the large model half of one
         if self.sentence_end is not None:
             before = self.output_text[-_CTX_CHARS:]
             m = self.sentence_end.search(before + text, len(before))
@@ -404,6 +408,11 @@ class RelayMachine:
             k -= 1
             piece = tok.decode(ids[:k])
         return piece, ids[:k]
+
+    def _drop_partial_think_end(self, role: Role, text: str, ids: list[int]) -> tuple[str, list[int]]:
+        """A turn handed to the other model must not end in part of ``</think>``: that model
+        could complete the marker where neither runtime's stop check sees it whole."""
+        return self._keep_prefix(role, text, ids, len(text) - _partial_tail(text, (THINK_END,)))
 
     def _emit(self, limit: int, role: Role, kind: Kind, turn: str = "", final: bool = False) -> list[Delta]:
         """Hand out the output up to ``limit`` (an index into the committed output followed by
