@@ -1,14 +1,16 @@
 """The relay machine on its own: scripted turns in, calls and deltas out.
 
 No runtime, no network, no process: a codec with one token per character and a script of
-what each ``/generate`` call streams and how it stops.  Every test runs in milliseconds.
+what each ``/generate`` call streams and how it stops.  The drivers are run over the same
+script at the end.  Every test runs in milliseconds.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import random
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,8 +18,10 @@ import pytest
 
 from relaygen_sgl.profile import Cue, CueProfile
 from relaygen_sgl.reasoning import THINK_END
+from relaygen_sgl.relay.drivers import run_async, run_sync
 from relaygen_sgl.relay.machine import CLOSE_THINK, Call, RelayMachine, TurnResult
-from relaygen_sgl.relay.types import Delta, RelayConfig, RelayResult
+from relaygen_sgl.relay.types import Delta, RelayConfig, RelayError, RelayResult
+from relaygen_sgl.runtime_client import GenerateResult, RuntimeUnavailable, StreamProgress
 
 
 class CharCodec:
@@ -523,10 +527,26 @@ def test_a_cancelled_call_ends_the_relay() -> None:
     call = m.next_call()
     assert call is not None
     m.progress(call, "it is")
-    m.fail(call)
+    assert m.fail(call) is None and m.error is None
     assert m.done and m.in_flight is None and m.next_call() is None
     with pytest.raises(RuntimeError, match="not the one in flight"):
         m.complete(call, turn_result(call, sentence("it is 5.")))
+    assert m.result().text == "We add. So "  # what was kept before the cancelled call
+
+
+def test_a_failed_call_ends_the_relay_and_keeps_its_error() -> None:
+    m = machine()
+    call = m.next_call()
+    assert call is not None
+    m.progress(call, "We add")
+    cause = ConnectionError("reset")
+    err = m.fail(call, cause)
+    assert m.error is err and err.__cause__ is cause
+    assert (str(err), err.runtime) == ("large runtime failed during the reasoning step: reset", "large")
+    assert m.done and m.next_call() is None
+    with pytest.raises(RelayError) as raised:
+        m.result()
+    assert raised.value is err
 
 
 def test_calls_out_of_turn_are_refused() -> None:
@@ -566,3 +586,107 @@ def test_a_baseline_uses_one_model_for_everything(mode: str, role: str) -> None:
 def test_relay_mode_needs_a_profile() -> None:
     with pytest.raises(ValueError, match="cue profile"):
         machine(profile=None)
+
+
+@pytest.mark.parametrize("ids", [False, True], ids=["text", "ids"])
+def test_callers_read_the_prompts_through_the_machine(ids: bool) -> None:
+    m = machine(ids=ids)
+    assert (m.prompt(), m.prompt("small")) == (THINKING["large"], THINKING["small"])
+    assert m.prompt_token_count("small") == len(THINKING["small"])
+    assert machine("small_only", profile=None).prompt() == THINKING["small"]  # the reasoner's
+
+
+# -- the drivers ---------------------------------------------------------------------------
+class ScriptedRuntimes:
+    """Both runtimes as the drivers see a RelayPair and its clients: every call, whichever
+    runtime it goes to, streams the next scripted turn; ``fail_at`` makes that call fail."""
+
+    def __init__(self, turns: Sequence[Turn], fail_at: int | None = None) -> None:
+        self.turns = list(turns)
+        self.fail_at = fail_at
+        self.bodies: list[dict[str, Any]] = []
+        self.aborted: list[str] = []
+        self.faults: list[str] = []
+
+    def client_for(self, role: str, request_id: str) -> ScriptedRuntimes:
+        return self
+
+    def report_fault(self, role: str, client: Any, e: Exception) -> None:
+        self.faults.append(role)
+
+    def _next(self, body: dict[str, Any]) -> Turn:
+        self.bodies.append(body)
+        if len(self.bodies) - 1 == self.fail_at:
+            raise RuntimeUnavailable("connection reset")
+        return self.turns.pop(0)
+
+    def _result(self, body: dict[str, Any], turn: Turn) -> GenerateResult:
+        prompt = body.get("input_ids") or body["text"]
+        ids = CODEC.encode(turn.text)
+        return GenerateResult(turn.text, ids, len(prompt), len(ids), 0, turn.finish, turn.matched, 0.5)
+
+    def generate_body(self, body: dict[str, Any]) -> GenerateResult:
+        return self._result(body, self._next(body))
+
+    def stream(self, body: dict[str, Any]) -> Iterator[StreamProgress | GenerateResult]:
+        turn = self._next(body)
+        for i in range(1, len(turn.text) + 1):
+            yield StreamProgress(turn.text[:i], CODEC.encode(turn.text[:i]))
+        yield self._result(body, turn)
+
+    def abort(self, rid: str) -> None:
+        self.aborted.append(rid)
+
+    async def agenerate_body(self, body: dict[str, Any]) -> GenerateResult:
+        return self.generate_body(body)
+
+    async def astream(self, body: dict[str, Any]) -> AsyncIterator[StreamProgress | GenerateResult]:
+        for item in self.stream(body):
+            yield item
+
+    async def aabort(self, rid: str) -> None:
+        self.abort(rid)
+
+
+def run_driver(how: str, m: RelayMachine, runtimes: ScriptedRuntimes, on_delta: Any = None) -> RelayResult:
+    if how == "sync":
+        return run_sync(m, runtimes, on_delta)  # type: ignore[arg-type]
+    return asyncio.run(run_async(m, runtimes, on_delta))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("how", ["sync", "async"])
+@pytest.mark.parametrize("streamed", [False, True], ids=["whole", "streamed"])
+def test_the_drivers_give_what_the_machine_gives(how: str, streamed: bool) -> None:
+    expected = drive(machine(), RELAY)
+    got: list[Delta] = []
+    r = run_driver(how, machine(), ScriptedRuntimes(RELAY), got.append if streamed else None)
+    assert (r.text, r.segments) == (expected.result.text, expected.result.segments)
+    assert r.stats.calls == expected.result.stats.calls
+    assert got == ([d for s in expected.steps for step in s for d in step] if streamed else [])
+
+
+@pytest.mark.parametrize("how", ["sync", "async"])
+def test_a_runtime_fault_is_raised_as_the_machines_error(how: str) -> None:
+    m, runtimes = machine(), ScriptedRuntimes(RELAY, fail_at=1)
+    with pytest.raises(
+        RelayError, match="small runtime failed during the finish step: connection reset"
+    ) as e:
+        run_driver(how, m, runtimes)
+    assert e.value is m.error and e.value.runtime == "small"
+    assert isinstance(e.value.__cause__, RuntimeUnavailable)
+    assert runtimes.faults == ["small"] and runtimes.aborted == []
+
+
+class HungUp(Exception):
+    """The listener went away."""
+
+
+@pytest.mark.parametrize("how", ["sync", "async"])
+def test_a_listener_that_gives_up_aborts_the_call_in_flight(how: str) -> None:
+    def hang_up(d: Delta) -> None:
+        raise HungUp
+
+    m, runtimes = machine(), ScriptedRuntimes(RELAY)
+    with pytest.raises(HungUp):
+        run_driver(how, m, runtimes, hang_up)
+    assert runtimes.aborted == ["req-00000"] and m.done and m.error is None

@@ -4,10 +4,17 @@ driver, the async driver, the server and the evals alike (as ``h11`` does for HT
 
     m = RelayMachine(...)
     while (call := m.next_call()) is not None:
-        for chunk in <stream POST call.role /generate call.body>:
-            deltas = m.progress(call, chunk.text)       # final text, safe to show now
-        deltas = m.complete(call, result)
+        try:
+            for chunk in <stream POST call.role /generate call.body>:
+                deltas = m.progress(call, chunk.text)   # final text, safe to show now
+        except <runtime fault> as e:
+            raise m.fail(call, e) from e                # a RelayError naming the runtime
+        deltas = m.complete(call, TurnResult(...))      # what the call returned
     result = m.result()
+
+A cancelled call is ``m.fail(call)``.  Callers read the machine through its methods and
+properties (``prompt``, ``prompt_token_count``, ``thinking``, ``request_id``, ``error``),
+not its bookkeeping.
 
 The rules:
 
@@ -35,7 +42,7 @@ import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, overload
 
 from relaygen_sgl.cues import CueMatcher
 from relaygen_sgl.profile import CueProfile
@@ -46,6 +53,7 @@ from relaygen_sgl.relay.types import (
     Kind,
     Outcome,
     RelayConfig,
+    RelayError,
     RelayResult,
     RelayStats,
     Role,
@@ -76,7 +84,8 @@ class Call:
 
 @dataclass(frozen=True)
 class TurnResult:
-    """What a finished ``/generate`` call returned (see runtime_client.GenerateResult)."""
+    """What a finished ``/generate`` call returned; the driver builds it from its client's
+    result (runtime_client.GenerateResult)."""
 
     text: str
     output_ids: list[int]
@@ -133,6 +142,7 @@ class RelayMachine:
         self._hold = (THINK_END, *config.stop)
         self._hold_len = max(len(m) for m in self._hold)
         self._t0 = time.perf_counter()
+        self._error: RelayError | None = None
 
     @property
     def thinking(self) -> bool:
@@ -140,6 +150,22 @@ class RelayMachine:
         if self._thinking is not None:
             return self._thinking
         return thinks(self.prompts[self.reasoner], self.output_text)
+
+    def prompt(self, role: Role | None = None) -> str:
+        """The rendered prompt of ``role`` (by default the reasoner's, which the output
+        continues: what a completion's ``echo`` returns)."""
+        return self.prompts[role or self.reasoner]
+
+    def prompt_token_count(self, role: Role) -> int:
+        """The length of ``role``'s prompt in its own runtime's tokens."""
+        if self.prompt_ids is not None:
+            return len(self.prompt_ids[role])
+        return len(self.codecs[role].encode(self.prompts[role], add_special_tokens=False))
+
+    @property
+    def error(self) -> RelayError | None:
+        """Why the relay failed (see :meth:`fail`); None while it has not."""
+        return self._error
 
     # -- what to call next -----------------------------------------------------------------
     @property
@@ -237,14 +263,30 @@ class RelayMachine:
         self.stats.outcome = outcome.value
         return self._emit(len(self.output_text), call.role, call.kind, final=self.phase is None)
 
-    def fail(self, call: Call, error: BaseException | None = None) -> None:
-        """The call failed or was cancelled (``error`` None); the relay ends.  The driver raises
-        a RelayError naming the runtime, or lets the cancellation through."""
+    @overload
+    def fail(self, call: Call) -> None: ...
+
+    @overload
+    def fail(self, call: Call, error: BaseException) -> RelayError: ...
+
+    def fail(self, call: Call, error: BaseException | None = None) -> RelayError | None:
+        """The call failed with ``error``, or was cancelled (no error); the relay ends.  A
+        failure becomes :attr:`error`, a RelayError naming the runtime and the step (caused
+        by ``error``), which the driver raises and :meth:`result` raises too."""
         self._check(call)
         self._in_flight = None
         self.phase = None
+        if error is None:
+            return None
+        err = RelayError(f"{call.role} runtime failed during the {call.kind} step: {error}", call.role)
+        err.__cause__ = error
+        self._error = err
+        return err
 
     def result(self) -> RelayResult:
+        """The output and stats; a failed relay raises its :attr:`error` instead."""
+        if self._error is not None:
+            raise self._error
         self.stats.latency_s = time.perf_counter() - self._t0
         self.stats.finish_reason = "length" if self.stats.outcome == Outcome.LENGTH.value else "stop"
         split = split_reasoning(self.output_text, thinking=self.thinking)
