@@ -11,7 +11,7 @@ from relaygen_sgl.relay.drivers import (
     run_sync,
     stream_async,
 )
-from relaygen_sgl.relay.machine import Call, RelayMachine
+from relaygen_sgl.relay.machine import Call, RelayMachine, TurnResult
 from relaygen_sgl.relay.pair import RelayPair, RenderedPrompt
 from relaygen_sgl.relay.types import (
     MODES,
@@ -45,6 +45,7 @@ __all__ = [
     "RenderedPrompt",
     "Role",
     "Segment",
+    "TurnResult",
     "aprepare",
     "new_request_id",
     "prepare",

@@ -1,8 +1,9 @@
 """Thin drivers that run a :class:`RelayMachine` over HTTP: one sync, one async.
 
-All relay logic is in the machine; a driver only performs the calls it asks for, streams
-each turn when someone listens, aborts the in-flight call when it is cancelled, and turns
-runtime faults into a :class:`RelayError` naming the runtime.  The async driver holds no
+All relay logic is in the machine; a driver only performs the calls it asks for, hands
+back what each returned as a :class:`TurnResult`, streams each turn when someone listens,
+aborts the in-flight call when it is cancelled, and raises the machine's
+:class:`RelayError` (naming the runtime) on a runtime fault.  The async driver holds no
 thread per request: hundreds of relays share one event loop and pooled connections.
 """
 
@@ -14,7 +15,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from relaygen_sgl.profile import CueProfile
-from relaygen_sgl.relay.machine import Call, RelayMachine
+from relaygen_sgl.relay.machine import RelayMachine, TurnResult
 from relaygen_sgl.relay.pair import Handoff, PromptInput, RelayPair, adds_special_tokens, render_prompts
 from relaygen_sgl.relay.types import (
     Delta,
@@ -42,8 +43,19 @@ def _machine(texts: dict[Role, str], ids: dict[Role, list[int]] | None, tokenize
                         request_id=request_id or new_request_id())  # fmt: skip
 
 
-def _fault(call: Call, e: Exception) -> RelayError:
-    return RelayError(f"{call.role} runtime failed during the {call.kind} step: {e}", call.role)
+def _turn(res: GenerateResult) -> TurnResult:
+    """The machine's record of a finished call."""
+    return TurnResult(
+        text=res.text,
+        output_ids=res.output_ids,
+        prompt_tokens=res.prompt_tokens,
+        cached_tokens=res.cached_tokens,
+        completion_tokens=res.completion_tokens,
+        finish_type=res.finish_type,
+        matched=res.matched,
+        latency_s=res.latency_s,
+        spec_accept_length=res.spec_accept_length,
+    )
 
 
 def prepare(pair: RelayPair, config: RelayConfig, prompt: PromptInput = None, messages: Any = None, *,
@@ -111,14 +123,14 @@ def run_sync(m: RelayMachine, pair: RelayPair,
                         for d in m.progress(call, item.text):
                             on_delta(d)
         except RUNTIME_FAULTS as e:
-            m.fail(call, e)
+            err = m.fail(call, e)
             pair.report_fault(call.role, client, e)  # an unreachable replica leaves the rotation
-            raise _fault(call, e) from e
+            raise err from e
         except BaseException:
             m.fail(call)
             client.abort(call.rid)  # Ctrl-C: the runtime must not go on for nobody
             raise
-        deltas = m.complete(call, res)
+        deltas = m.complete(call, _turn(res))
         if on_delta is not None:
             for d in deltas:
                 on_delta(d)
@@ -145,15 +157,15 @@ async def stream_async(m: RelayMachine, pair: RelayPair, *, stream: bool = True)
                 res = await client.agenerate_body(call.body)
             done = True
         except RUNTIME_FAULTS as e:
-            m.fail(call, e)
+            err = m.fail(call, e)
             pair.report_fault(call.role, client, e)
-            raise _fault(call, e) from e
+            raise err from e
         finally:
             if not done and m.in_flight is call:
                 m.fail(call)
                 # Shielded: the abort must reach the runtime even while we are being cancelled.
                 await asyncio.shield(client.aabort(call.rid))
-        for d in m.complete(call, res):  # type: ignore[arg-type]
+        for d in m.complete(call, _turn(res)):  # type: ignore[arg-type]
             yield d
 
 

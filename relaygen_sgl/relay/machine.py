@@ -4,10 +4,17 @@ driver, the async driver, the server and the evals alike (as ``h11`` does for HT
 
     m = RelayMachine(...)
     while (call := m.next_call()) is not None:
-        for chunk in <stream POST call.role /generate call.body>:
-            deltas = m.progress(call, chunk.text)       # final text, safe to show now
-        deltas = m.complete(call, result)
+        try:
+            for chunk in <stream POST call.role /generate call.body>:
+                deltas = m.progress(call, chunk.text)   # final text, safe to show now
+        except <runtime fault> as e:
+            raise m.fail(call, e) from e                # a RelayError naming the runtime
+        deltas = m.complete(call, TurnResult(...))      # what the call returned
     result = m.result()
+
+A cancelled call is ``m.fail(call)``.  Callers read the machine through its methods and
+properties (``prompt``, ``prompt_token_count``, ``thinking``, ``request_id``, ``error``),
+not its bookkeeping.
 
 The rules:
 
@@ -17,9 +24,9 @@ The rules:
    ``min_tokens`` rule, which the reference ran with: stops count only once a turn has more
    than that many tokens; an earlier cue just continues the turn) the *finisher* (small)
    continues until the sentence ends, at most ``max_small_tokens`` tokens; then back to 1;
-3. after ``</think>`` the *answerer* (small by default) writes the answer.  A thinking
-   model that stops before ``</think>`` gets its reasoning closed for it and the answerer
-   answers, as the reference does.
+3. after ``</think>`` the *answerer* (small by default) writes the answer, in which
+   ``</think>`` is ordinary text.  A thinking model that stops before ``</think>`` gets its
+   reasoning closed for it and the answerer answers, as the reference does.
 
 Each runtime is always sent the full context (its own prompt + everything generated so
 far), so RadixAttention serves all it has seen from cache and a switch only prefills the
@@ -35,7 +42,7 @@ import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, overload
 
 from relaygen_sgl.cues import CueMatcher
 from relaygen_sgl.profile import CueProfile
@@ -46,6 +53,7 @@ from relaygen_sgl.relay.types import (
     Kind,
     Outcome,
     RelayConfig,
+    RelayError,
     RelayResult,
     RelayStats,
     Role,
@@ -76,7 +84,8 @@ class Call:
 
 @dataclass(frozen=True)
 class TurnResult:
-    """What a finished ``/generate`` call returned (see runtime_client.GenerateResult)."""
+    """What a finished ``/generate`` call returned; the driver builds it from its client's
+    result (runtime_client.GenerateResult)."""
 
     text: str
     output_ids: list[int]
@@ -133,6 +142,7 @@ class RelayMachine:
         self._hold = (THINK_END, *config.stop)
         self._hold_len = max(len(m) for m in self._hold)
         self._t0 = time.perf_counter()
+        self._error: RelayError | None = None
 
     @property
     def thinking(self) -> bool:
@@ -140,6 +150,22 @@ class RelayMachine:
         if self._thinking is not None:
             return self._thinking
         return thinks(self.prompts[self.reasoner], self.output_text)
+
+    def prompt(self, role: Role | None = None) -> str:
+        """The rendered prompt of ``role`` (by default the reasoner's, which the output
+        continues: what a completion's ``echo`` returns)."""
+        return self.prompts[role or self.reasoner]
+
+    def prompt_token_count(self, role: Role) -> int:
+        """The length of ``role``'s prompt in its own runtime's tokens."""
+        if self.prompt_ids is not None:
+            return len(self.prompt_ids[role])
+        return len(self.codecs[role].encode(self.prompts[role], add_special_tokens=False))
+
+    @property
+    def error(self) -> RelayError | None:
+        """Why the relay failed (see :meth:`fail`); None while it has not."""
+        return self._error
 
     # -- what to call next -----------------------------------------------------------------
     @property
@@ -200,7 +226,8 @@ class RelayMachine:
             m = self.sentence_end.search(before + text, len(before))  # a turn of <= max_small tokens
             if m is not None:
                 limit = min(limit, m.end() - len(before))
-        think = text.find(THINK_END, scan)
+        # After the reasoning "</think>" is ordinary text: an answer may quote it.
+        think = text.find(THINK_END, scan) if call.kind != "answer" else -1
         if think >= 0:
             limit = min(limit, think if call.kind == "finish" else think + len(THINK_END))
         for stop in self.config.stop:  # never show a user stop string, nor what follows it
@@ -236,14 +263,30 @@ class RelayMachine:
         self.stats.outcome = outcome.value
         return self._emit(len(self.output_text), call.role, call.kind, final=self.phase is None)
 
-    def fail(self, call: Call, error: BaseException | None = None) -> None:
-        """The call failed or was cancelled (``error`` None); the relay ends.  The driver raises
-        a RelayError naming the runtime, or lets the cancellation through."""
+    @overload
+    def fail(self, call: Call) -> None: ...
+
+    @overload
+    def fail(self, call: Call, error: BaseException) -> RelayError: ...
+
+    def fail(self, call: Call, error: BaseException | None = None) -> RelayError | None:
+        """The call failed with ``error``, or was cancelled (no error); the relay ends.  A
+        failure becomes :attr:`error`, a RelayError naming the runtime and the step (caused
+        by ``error``), which the driver raises and :meth:`result` raises too."""
         self._check(call)
         self._in_flight = None
         self.phase = None
+        if error is None:
+            return None
+        err = RelayError(f"{call.role} runtime failed during the {call.kind} step: {error}", call.role)
+        err.__cause__ = error
+        self._error = err
+        return err
 
     def result(self) -> RelayResult:
+        """The output and stats; a failed relay raises its :attr:`error` instead."""
+        if self._error is not None:
+            raise self._error
         self.stats.latency_s = time.perf_counter() - self._t0
         self.stats.finish_reason = "length" if self.stats.outcome == Outcome.LENGTH.value else "stop"
         split = split_reasoning(self.output_text, thinking=self.thinking)
@@ -264,10 +307,15 @@ class RelayMachine:
     def _reasoning_done(self, call: Call, res: TurnResult) -> Outcome:
         text, ids = res.text, res.output_ids
         think = text.find(THINK_END)
-        if think >= 0 and res.matched != THINK_END:
-            # SGLang sizes its stop-string window by the canonical tokenization, so a
-            # "</think>" spelled in several tokens can slip through: cut after it here.
-            text, ids = self._keep_prefix(call.role, text, ids, think + len(THINK_END))
+        if think >= 0:
+            if res.matched != THINK_END:
+                # SGLang sizes its stop-string window by the canonical tokenization, so a
+                # "</think>" spelled in several tokens can slip through: cut after it here.
+                text, ids = self._keep_prefix(call.role, text, ids, think + len(THINK_END))
+            self._commit(call.role, "reasoning", text, ids)  # no cue: whatever stopped it came after
+            return Outcome.THINK_END
+        if self.config.mode == "random_switch" and res.finish_type == "length":
+            text, ids = self._drop_partial_think_end(call.role, text, ids)  # the small model goes on
         matched_cue = res.finish_type == "stop" and res.matched in self.cue_regexes
         cue = None
         if matched_cue and self.matcher is not None:
@@ -277,8 +325,6 @@ class RelayMachine:
         # vLLM's min_tokens: stops are checked only once the turn has more than min_large tokens.
         early = matched_cue and self.turn_tokens <= self.min_large
         self._commit(call.role, "reasoning", text, ids, None if early else cue)
-        if THINK_END in text:
-            return Outcome.THINK_END
         if matched_cue:
             if early:
                 return Outcome.EARLY_CUE
@@ -296,6 +342,8 @@ class RelayMachine:
         think = text.find(THINK_END)
         if think >= 0:
             cut = think  # the finisher never ends the reasoning; the large model decides
+        else:
+            cut -= _partial_tail(text, (THINK_END,))  # nor leaves the large model half of one
         if self.sentence_end is not None:
             before = self.output_text[-_CTX_CHARS:]
             m = self.sentence_end.search(before + text, len(before))
@@ -304,8 +352,7 @@ class RelayMachine:
         kept_text, kept_ids = self._keep_prefix("small", text, res.output_ids, cut, exclude=THINK_END)
         self.stats.switches += 1
         self._commit("small", "finish", kept_text, kept_ids)
-        if res.finish_type == "stop" and res.matched in self.config.stop:
-            return Outcome.STOP
+        # A user stop string ends the relay only if it is in what was kept: complete() finds it.
         return Outcome.SENTENCE_END
 
     def _advance(self, outcome: Outcome) -> None:
@@ -404,13 +451,19 @@ class RelayMachine:
             piece = tok.decode(ids[:k])
         return piece, ids[:k]
 
+    def _drop_partial_think_end(self, role: Role, text: str, ids: list[int]) -> tuple[str, list[int]]:
+        """A turn handed to the other model must not end in part of ``</think>``: that model
+        could complete the marker where neither runtime's stop check sees it whole."""
+        return self._keep_prefix(role, text, ids, len(text) - _partial_tail(text, (THINK_END,)))
+
     def _emit(self, limit: int, role: Role, kind: Kind, turn: str = "", final: bool = False) -> list[Delta]:
         """Hand out the output up to ``limit`` (an index into the committed output followed by
         the in-flight ``turn`` text of ``role``/``kind``), one delta per model, except a tail
-        that might still be cut: a partial ``</think>`` or user stop string at the end."""
+        that might still be cut: a partial ``</think>`` (before the answer) or user stop string
+        at the end."""
         base = len(self.output_text)
         if not final:
-            limit -= self._partial_tail(limit, turn)
+            limit -= self._partial_tail(limit, turn, kind)
         if limit <= self._emitted:
             return []
         out = []
@@ -431,9 +484,9 @@ class RelayMachine:
         self._emitted = limit
         return out
 
-    def _partial_tail(self, limit: int, turn: str) -> int:
+    def _partial_tail(self, limit: int, turn: str, kind: Kind) -> int:
         """Length of the longest suffix of the output up to ``limit`` that is a proper prefix
-        of ``</think>`` or a user stop string."""
+        of a user stop string or, before the answer, of ``</think>``."""
         base, n = len(self.output_text), self._hold_len
         if limit >= base:
             k = limit - base
@@ -442,7 +495,7 @@ class RelayMachine:
                 tail = self.output_text[max(base - (n - k), 0) :] + tail
         else:
             tail = self.output_text[max(limit - n, 0) : limit]
-        return _partial_tail(tail, self._hold)
+        return _partial_tail(tail, self.config.stop if kind == "answer" else self._hold)
 
     def _check(self, call: Call) -> None:
         if self._in_flight is None or call.rid != self._in_flight.rid:

@@ -151,7 +151,7 @@ async def completions(service: RelayService, req: CompletionRequest, request: Re
 
 
 def _echo(req: CompletionRequest, m: RelayMachine) -> str:
-    return m.prompts[m.reasoner] if req.echo else ""
+    return m.prompt() if req.echo else ""
 
 
 async def _completion_stream(service: RelayService, req: CompletionRequest, machines: list[RelayMachine],

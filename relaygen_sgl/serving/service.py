@@ -85,7 +85,7 @@ class RelayService:
             raise unavailable(f"runtime unavailable: {e}") from e
         except (ValueError, TypeError) as e:  # the prompt cannot be rendered (template kwargs, id prompt)
             raise APIError(400, f"Invalid '{param}': {e}", param=param) from e
-        n = max(_prompt_len(m, role) for role in runtimes_used(mode))
+        n = max(m.prompt_token_count(role) for role in runtimes_used(mode))
         if n > self.config.max_input_tokens:
             limit = self.config.max_input_tokens
             raise APIError(400, f"The input is {n} tokens; this server accepts at most {limit}.",
@@ -192,12 +192,6 @@ def relay_fault(e: RelayError) -> APIError:
     if isinstance(e.__cause__, RuntimeRequestError):
         return APIError(400, str(e), param=None, code="runtime_rejected")
     return unavailable(str(e))
-
-
-def _prompt_len(m: RelayMachine, role: str) -> int:
-    if m.prompt_ids is not None:
-        return len(m.prompt_ids[role])  # type: ignore[index]
-    return len(m.codecs[role].encode(m.prompts[role], add_special_tokens=False))  # type: ignore[index]
 
 
 def usage(results: Sequence[RelayResult], prompts: int = 1) -> Usage:
