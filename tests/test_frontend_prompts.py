@@ -15,10 +15,11 @@ from transformers import AutoTokenizer
 
 from relaygen_sgl.frontend import RelayBackend
 from relaygen_sgl.frontend.prompts import Conversation, conversation, render_for
-from relaygen_sgl.frontend.sampling import direct_reason, relay_config, stop_strings
+from relaygen_sgl.frontend.sampling import native_body
 from relaygen_sgl.profile import Cue, CueProfile
 from relaygen_sgl.relay import RenderedPrompt
 from relaygen_sgl.relay.pair import adds_special_tokens, render_prompts
+from relaygen_sgl.relay.request_rules import direct_reason, relay_config, stop_strings
 
 NOWHERE = "http://127.0.0.1:9"  # nothing listens: a refused profile must fail before any request
 
@@ -113,16 +114,20 @@ def test_completion_programs_and_raw_text_outside_turns():
 def test_sampling_is_the_interpreters_resolved_params():
     sp = SglSamplingParams(max_new_tokens=77, temperature=0.6, top_p=0.9, top_k=20,
                            stop=["\n\n", "<|im_end|>", "<|im_end|>"])  # fmt: skip
-    config = relay_config(sp, mode="relay", answer_model="small")
+    config = relay_config(native_body(sp, "x"), mode="relay", answer_model="small", default_max_tokens=128)
     assert config.max_tokens == 77 and config.stop == ("\n\n", "<|im_end|>")
     assert config.sampling["temperature"] == 0.6 and config.sampling["top_k"] == 20
     assert stop_strings("x") == ("x",) and stop_strings(()) == ()
-    assert direct_reason(sp, False) is None
-    assert direct_reason(SglSamplingParams(regex=r"\d+"), False) == "constrained decoding"
-    assert direct_reason(SglSamplingParams(dtype=int), False) == "constrained decoding"
-    assert direct_reason(SglSamplingParams(stop_regex=["x"]), False) == "stop_regex"
-    assert direct_reason(SglSamplingParams(return_logprob=True), False) == "logprobs"
-    assert direct_reason(sp, True) == "images"
+
+    def reason(sp: SglSamplingParams, images: bool = False) -> str | None:
+        return direct_reason(native_body(sp, "x", images))
+
+    assert reason(sp) is None
+    assert reason(SglSamplingParams(regex=r"\d+")) == "constrained decoding"
+    assert reason(SglSamplingParams(dtype=int)) == "constrained decoding"
+    assert reason(SglSamplingParams(stop_regex=["x"])) == "stop_regex"
+    assert reason(SglSamplingParams(return_logprob=True)) == "logprobs"
+    assert reason(sp, True) == "images"
 
 
 def test_profiles_sglang_would_refuse_are_refused_when_the_backend_is_built():

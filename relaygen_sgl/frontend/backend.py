@@ -10,7 +10,8 @@ What goes where:
   values, the chat template's stop strings.  Streamed token by token with ``run(stream=True)``.
 * a gen the relay cannot split (constrained decoding, logprobs, ``stop_regex``, ``stop_token_ids``,
   ``n > 1``, ``min_new_tokens``, images, ``max_new_tokens=0``) goes to one runtime as it came,
-  through SGLang's own ``RuntimeEndpoint``: the same rule as the relay server's ``/generate``.
+  through SGLang's own ``RuntimeEndpoint``: the rule of every entry point
+  (:func:`relaygen_sgl.relay.request_rules.direct_reason`).
 * ``sgl.select`` / ``sgl.gen(choices=...)``, ``cache_prefix`` and the fork-point prefill: the
   large runtime, through ``RuntimeEndpoint`` (the small model never scores choices).
 * inside ``with single_model(s, "large"):`` every gen and select of that state goes to that one
@@ -40,7 +41,7 @@ from sglang.lang.ir import SglSamplingParams
 
 from relaygen_sgl.cues import MAX_STOP_REGEX_BYTES
 from relaygen_sgl.frontend.prompts import conversation, render_for
-from relaygen_sgl.frontend.sampling import direct_reason, relay_config
+from relaygen_sgl.frontend.sampling import DEFAULT_MAX_NEW_TOKENS, native_body
 from relaygen_sgl.frontend.streaming import stream_relay
 from relaygen_sgl.profile import CueProfile
 from relaygen_sgl.relay import (
@@ -55,6 +56,7 @@ from relaygen_sgl.relay import (
     run_sync,
 )
 from relaygen_sgl.relay.pair import Handoff
+from relaygen_sgl.relay.request_rules import direct_reason, meta_info, relay_config
 from relaygen_sgl.runtime_client import RuntimeClient, RuntimeRequestError, RuntimeUnavailable
 
 _Chunk = tuple[str, dict[str, Any]]  # (text, meta info), as backends give them to the interpreter
@@ -120,22 +122,25 @@ class RelayBackend(BaseBackend):
 
     def generate(self, s: StreamExecutor, sampling_params: SglSamplingParams) -> _Chunk:
         single = self._pinned(s)
-        reason = direct_reason(sampling_params, bool(s.images_))
+        body = native_body(sampling_params, s.text_, bool(s.images_))
+        reason = direct_reason(body)
         if reason is not None:
             return self._direct(single or "large", s, sampling_params, reason)
-        m = self._machine(s, sampling_params, single)
-        return _output(run_sync(m, self.pair), m)
+        m = self._machine(s, body, single)
+        r = run_sync(m, self.pair)
+        return r.text, meta_info(r, m.request_id)
 
     def generate_stream(self, s: StreamExecutor, sampling_params: SglSamplingParams) -> Iterator[_Chunk]:
         single = self._pinned(s)
-        reason = direct_reason(sampling_params, bool(s.images_))
+        body = native_body(sampling_params, s.text_, bool(s.images_))
+        reason = direct_reason(body)
         if reason is not None:
             yield from self._direct_stream(single or "large", s, sampling_params, reason)
             return
-        m = self._machine(s, sampling_params, single)
+        m = self._machine(s, body, single)
         for item in stream_relay(m, self.pair):
             if isinstance(item, RelayResult):
-                yield "", _output(item, m)[1]  # the deltas were all of the text
+                yield "", meta_info(item, m.request_id)  # the deltas were all of the text
             else:
                 yield item.text, {"id": m.request_id, "finish_reason": None, "relaygen_model": item.model}
 
@@ -176,9 +181,10 @@ class RelayBackend(BaseBackend):
             return self._pins.get(s.sid)
 
     # -- internals -------------------------------------------------------------------------
-    def _machine(self, s: StreamExecutor, sp: SglSamplingParams, single: Role | None) -> RelayMachine:
+    def _machine(self, s: StreamExecutor, body: dict[str, Any], single: Role | None) -> RelayMachine:
         mode = _SINGLE[single] if single else self.mode
-        config = relay_config(sp, mode=mode, answer_model=self.answer_model)
+        config = relay_config(body, mode=mode, answer_model=self.answer_model,
+                              default_max_tokens=DEFAULT_MAX_NEW_TOKENS)  # fmt: skip
         prompts = {"large": RenderedPrompt(s.text_, templated=False)}
         if mode != "large_only":
             prompts["small"] = self._small_prompt(s)
@@ -288,17 +294,6 @@ def checked_profile(profile: CueProfile | str | Path | None, mode: Mode) -> CueP
         raise ValueError(f"profile {name!r}: sentence_end_regex is over SGLang's "
                          f"{MAX_STOP_REGEX_BYTES} bytes")  # fmt: skip
     return profile
-
-
-def _output(r: RelayResult, m: RelayMachine) -> _Chunk:
-    """The relayed text and SGLang-shaped meta info, with the relay stats under "relaygen"."""
-    st = r.stats
-    finish = {"type": "length", "length": st.output_tokens} if st.finish_reason == "length" \
-        else {"type": "stop", "matched": None}  # fmt: skip
-    meta = {"id": m.request_id, "finish_reason": finish, "prompt_tokens": st.prompt_tokens,
-            "completion_tokens": st.output_tokens, "cached_tokens": st.calls[0].cached_tokens,
-            "relaygen": st.summary()}  # fmt: skip
-    return r.text, meta
 
 
 def _direct_info(role: Role, reason: str) -> dict[str, Any]:

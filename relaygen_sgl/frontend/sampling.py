@@ -1,4 +1,5 @@
-"""From the interpreter's resolved sampling parameters to a relay request, or why there is none.
+"""A gen's resolved sampling parameters in SGLang's native ``/generate`` shape, for the request
+rules (:mod:`relaygen_sgl.relay.request_rules`) that every entry point shares.
 
 The interpreter has already merged the program's ``.run(...)`` defaults with the ``sgl.gen``'s own
 values and appended the chat template's stop strings (``StreamExecutor._resolve_sampling_params``),
@@ -12,44 +13,22 @@ from typing import Any
 from sglang.lang.global_config import global_config
 from sglang.lang.ir import SglSamplingParams
 
-from relaygen_sgl.relay import Mode, RelayConfig, Role
+# Request fields beside sampling_params that SGLang's RuntimeEndpoint sends when they are set.
+_REQUEST_FIELDS = ("return_logprob", "logprob_start_len", "top_logprobs_num", "return_text_in_logprobs")
+DEFAULT_MAX_NEW_TOKENS = SglSamplingParams.max_new_tokens  # the interpreter's own default
 
-# Sent to both models on every turn of the relay.
-_PASSED = ("temperature", "top_p", "top_k", "min_p", "frequency_penalty", "presence_penalty", "ignore_eos")
 
-
-def direct_reason(sp: SglSamplingParams, has_images: bool) -> str | None:
-    """Why this gen cannot be split across two models (it then goes to one runtime as it came),
-    or None.  The same rule as the relay server's native ``/generate``."""
+def native_body(sp: SglSamplingParams, text: str, has_images: bool = False) -> dict[str, Any]:
+    """The ``/generate`` body SGLang's RuntimeEndpoint would send for this gen (its image as a flag)."""
+    params: dict[str, Any] = {
+        "skip_special_tokens": global_config.skip_special_tokens_in_output,
+        "spaces_between_special_tokens": global_config.spaces_between_special_tokens_in_out,
+        **sp.to_srt_kwargs(),
+        "regex": sp.regex,
+        "dtype": sp.dtype,  # RuntimeEndpoint makes it a regex
+    }
+    body: dict[str, Any] = {"text": text, "sampling_params": params}
+    body.update({k: v for k in _REQUEST_FIELDS if (v := getattr(sp, k, None)) is not None})
     if has_images:
-        return "images"
-    if sp.regex is not None or sp.json_schema is not None or sp.dtype is not None:
-        return "constrained decoding"  # the grammar state lives in one runtime
-    if sp.return_logprob or sp.top_logprobs_num:
-        return "logprobs"
-    if sp.stop_regex:
-        return "stop_regex"  # the relay's cues use SGLang's stop_regex slots
-    if sp.stop_token_ids:
-        return "stop_token_ids"  # ids of one tokenizer
-    if sp.n not in (None, 1):
-        return "n > 1"
-    if sp.min_new_tokens:
-        return "min_new_tokens"  # per request, it would bind every turn of the relay
-    if not sp.max_new_tokens:
-        return "max_new_tokens=0"
-    return None
-
-
-def relay_config(sp: SglSamplingParams, *, mode: Mode, answer_model: Role) -> RelayConfig:
-    sampling: dict[str, Any] = {k: v for k in _PASSED if (v := getattr(sp, k)) is not None}
-    # As RuntimeEndpoint sends them.
-    sampling["skip_special_tokens"] = global_config.skip_special_tokens_in_output
-    sampling["spaces_between_special_tokens"] = global_config.spaces_between_special_tokens_in_out
-    return RelayConfig(mode=mode, max_tokens=int(sp.max_new_tokens), answer_model=answer_model,
-                       sampling=sampling, stop=stop_strings(sp.stop))  # fmt: skip
-
-
-def stop_strings(stop: str | list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
-    """The user's and the chat template's stop strings, once each, in order."""
-    items = (stop,) if isinstance(stop, str) else tuple(stop or ())
-    return tuple(dict.fromkeys(s for s in items if s))
+        body["image_data"] = True
+    return body

@@ -3,7 +3,8 @@ and other native clients (lm-eval's ``sglang-generate``) relay unchanged.
 
 A single text (or token-id) generation relays.  Everything a relay cannot split across two
 models goes to the large runtime as it came: batches, ``max_new_tokens: 0`` (prefix caching,
-``select``), logprob requests, and constrained decoding (``regex``, ``json_schema``, ``ebnf``).
+``select``), logprob requests, constrained decoding, ``stop_regex``, ... (the one rule for every
+entry point is :func:`relaygen_sgl.relay.request_rules.direct_reason`).
 """
 
 from __future__ import annotations
@@ -15,47 +16,15 @@ from fastapi import Request
 from fastapi.responses import StreamingResponse
 
 from relaygen_sgl.relay import RelayError, RelayMachine, RelayResult
+from relaygen_sgl.relay.request_rules import direct_reason, meta_info
 from relaygen_sgl.runtime_client import RuntimeRequestError, RuntimeUnavailable
 from relaygen_sgl.serving.errors import APIError, unavailable
 from relaygen_sgl.serving.protocol import GenerateRequest, new_id
 from relaygen_sgl.serving.service import SSE_DONE, RelayService, relay_fault, sse, sse_error
 
-_PASSED_SAMPLING = ("temperature", "top_p", "top_k", "min_p", "ignore_eos", "sampling_seed",
-                    "frequency_penalty", "presence_penalty", "repetition_penalty", "skip_special_tokens",
-                    "spaces_between_special_tokens")  # fmt: skip
-
-
-def relayable(req: GenerateRequest) -> bool:
-    sp = req.sampling_params
-    ids = req.input_ids
-    single = isinstance(req.text, str) or (ids is not None and bool(ids) and not isinstance(ids[0], list))
-    return (single and sp.max_new_tokens != 0 and not req.return_logprob
-            and sp.regex is None and sp.json_schema is None and sp.ebnf is None
-            and not (req.model_extra or {}).get("top_logprobs_num"))  # fmt: skip
-
-
-def _sampling(req: GenerateRequest) -> dict[str, Any]:
-    sp = req.sampling_params
-    return {k: v for k in _PASSED_SAMPLING if (v := getattr(sp, k)) is not None}
-
-
-def _stops(req: GenerateRequest) -> tuple[str, ...]:
-    stop = req.sampling_params.stop
-    return (stop,) if isinstance(stop, str) else tuple(stop or ())
-
-
-def _meta(r: RelayResult, rid: str) -> dict[str, Any]:
-    st = r.stats
-    finish: dict[str, Any] = {"type": "length", "length": st.output_tokens} if st.finish_reason == "length" \
-        else {"type": "stop", "matched": None}  # fmt: skip
-    return {"id": rid, "finish_reason": finish, "prompt_tokens": st.prompt_tokens,
-            "completion_tokens": st.output_tokens,
-            "cached_tokens": st.calls[0].cached_tokens if st.calls else 0,
-            "relaygen": st.summary()}  # fmt: skip
-
 
 def _out(r: RelayResult, rid: str) -> dict[str, Any]:
-    out: dict[str, Any] = {"text": r.text, "meta_info": _meta(r, rid)}
+    out: dict[str, Any] = {"text": r.text, "meta_info": meta_info(r, rid)}
     if r.output_ids is not None:
         out["output_ids"] = r.output_ids
     return out
@@ -63,15 +32,10 @@ def _out(r: RelayResult, rid: str) -> dict[str, Any]:
 
 async def generate(service: RelayService, req: GenerateRequest, body: dict[str, Any],
                    request: Request) -> Any:  # fmt: skip
-    if req.sampling_params.stop_regex:
-        raise APIError(400, "stop_regex is not supported on relayed requests (the relay's own cues use it); "
-                       "use stop strings", param="sampling_params.stop_regex")  # fmt: skip
-    if not relayable(req):
+    if direct_reason(body) is not None:
         return await service.proxy("large", "/generate", body)
-    max_new = req.sampling_params.max_new_tokens or service.config.default_max_tokens
     prompt: str | list[int] = req.text if isinstance(req.text, str) else list(req.input_ids or [])  # type: ignore[arg-type]
-    m = await service.machine(mode="relay", max_tokens=max_new, sampling=_sampling(req), stop=_stops(req),
-                              prompt=prompt, param="text", top_cues=req.top_cues)  # fmt: skip
+    m = await service.machine(body, mode="relay", prompt=prompt, param="text", top_cues=req.top_cues)
     rid = req.rid or new_id("generate")
     if req.stream:
         return StreamingResponse(_stream(service, m, rid), media_type="text/event-stream")

@@ -1,14 +1,16 @@
 """``/v1/chat/completions`` and ``/v1/completions``: OpenAI requests in, relays, OpenAI
 responses out (SSE when ``stream``).  ``n`` choices are ``n`` relays run in parallel.
 
-A request for token logprobs (``logprobs`` on either route; lm-eval's loglikelihood tasks send
-``echo`` with ``logprobs``) scores text with one model, so there is nothing to relay: it goes
-whole to the large runtime (the small one for ``relaygen-small-only``) and its answer comes back
-as SGLang gave it.
+A request the relay cannot split (:func:`~relaygen_sgl.relay.request_rules.direct_reason`:
+token logprobs, which lm-eval's loglikelihood tasks send with ``echo``; constrained decoding;
+``stop_token_ids``; images; ...) goes whole to the large runtime (the small one for
+``relaygen-small-only``) and its answer comes back as SGLang gave it.
 
 Chat answers follow SGLang's reasoning parser: text before ``</think>`` is
 ``reasoning_content``, the rest ``content``; a model that does not think has it all in
-``content``.  Streamed deltas carry ``relaygen_model`` (``large``/``small``): who wrote it.
+``content``.  A whole answer is the relay's own split (``RelayResult.reasoning``/``answer``); a
+stream is split as it comes, from what the prompt and the output's start say.
+Streamed deltas carry ``relaygen_model`` (``large``/``small``): who wrote it.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from fastapi.responses import StreamingResponse
 
 from relaygen_sgl.reasoning import ReasoningStream
 from relaygen_sgl.relay import RelayError, RelayMachine, RelayResult, Role
+from relaygen_sgl.relay.request_rules import direct_reason
 from relaygen_sgl.serving.protocol import (
     AssistantMessage,
     ChatChoice,
@@ -51,16 +54,10 @@ def _finish(r: RelayResult) -> str:
     return r.stats.finish_reason or "stop"
 
 
-def _message(r: RelayResult, m: RelayMachine, separate: bool) -> AssistantMessage:
+def _message(r: RelayResult, separate: bool) -> AssistantMessage:
     if not separate:
         return AssistantMessage(content=r.text)
-    reasoning, answer = _split(ReasoningStream(thinking=m.thinking or None), r.text)
-    return AssistantMessage(content=answer, reasoning_content=reasoning or None)
-
-
-def _split(rs: ReasoningStream, text: str) -> tuple[str, str]:
-    pieces = rs.feed(text) + rs.flush()
-    return ("".join(t for f, t in pieces if f == "reasoning"), "".join(t for f, t in pieces if f == "answer"))
+    return AssistantMessage(content=r.answer, reasoning_content=r.reasoning or None)  # the machine's split
 
 
 def _scorer(mode: str) -> Role:
@@ -69,11 +66,10 @@ def _scorer(mode: str) -> Role:
 
 async def chat(service: RelayService, req: ChatCompletionRequest, request: Request, raw: bytes) -> Any:
     mode = service.mode_for(req.model)
-    if req.logprobs:
+    if direct_reason(req.native_view()) is not None:
         return await service.proxy(_scorer(mode), "/v1/chat/completions", json.loads(raw))
     messages = req.plain_messages()
-    machines = [await service.machine(mode=mode, max_tokens=req.budget(service.config.default_max_tokens),
-                                      sampling=req.sampling_params(i), stop=req.stops, messages=messages,
+    machines = [await service.machine(req.native_view(i), mode=mode, messages=messages,
                                       chat_template_kwargs=req.chat_template_kwargs, top_cues=req.top_cues)
                 for i in range(req.n)]  # fmt: skip
     rid = new_id("chatcmpl")
@@ -83,8 +79,8 @@ async def chat(service: RelayService, req: ChatCompletionRequest, request: Reque
         results = await service.run(machines, request)
     except RelayError as e:
         raise relay_fault(e) from e
-    choices = [ChatChoice(index=i, message=_message(r, m, req.separate_reasoning), finish_reason=_finish(r))
-               for i, (r, m) in enumerate(zip(results, machines, strict=True))]  # fmt: skip
+    choices = [ChatChoice(index=i, message=_message(r, req.separate_reasoning), finish_reason=_finish(r))
+               for i, r in enumerate(results)]  # fmt: skip
     return ChatCompletionResponse(id=rid, model=req.model, choices=choices, usage=usage(results),
                                   relaygen=stats(results))  # fmt: skip
 
@@ -129,12 +125,11 @@ def _delta(field: str, text: str, model: str | None, separate: bool) -> DeltaMes
 
 async def completions(service: RelayService, req: CompletionRequest, request: Request, raw: bytes) -> Any:
     mode = service.mode_for(req.model)
-    if req.logprobs is not None:
+    if direct_reason(req.native_view()) is not None:
         return await service.proxy(_scorer(mode), "/v1/completions", json.loads(raw))
     prompts = req.prompts()
-    machines = [await service.machine(mode=mode, max_tokens=req.budget(service.config.default_max_tokens),
-                                      sampling=req.sampling_params(j), stop=req.stops, prompt=p,
-                                      param="prompt", top_cues=req.top_cues)
+    machines = [await service.machine(req.native_view(j), mode=mode, prompt=p, param="prompt",
+                                      top_cues=req.top_cues)
                 for p in prompts for j in range(req.n)]  # fmt: skip
     rid = new_id("cmpl")
     if req.stream:

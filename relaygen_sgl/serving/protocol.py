@@ -7,13 +7,18 @@ Unknown request fields are ignored, as the OpenAI API does; a malformed known fi
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-MODEL_MODES = {"relaygen": "relay", "relaygen-large-only": "large_only", "relaygen-small-only": "small_only"}
+from relaygen_sgl.relay.types import Mode
+
+MODEL_MODES: dict[str, Mode] = {
+    "relaygen": "relay", "relaygen-large-only": "large_only", "relaygen-small-only": "small_only",
+}  # fmt: skip
 MAX_STOP = 16
 MAX_N = 16
 
@@ -44,6 +49,16 @@ class SamplingRequest(_Request):
     top_cues: int | None = Field(default=None, ge=1)  # relay extension: switch on the profile's best K cues
     frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
     presence_penalty: float | None = Field(default=None, ge=-2, le=2)
+    # SGLang's extensions of the OpenAI API.  Those a relay cannot split send the request to one
+    # runtime as it came (relaygen_sgl.relay.request_rules.direct_reason).
+    repetition_penalty: float | None = None
+    min_tokens: int | None = Field(default=None, ge=0)
+    stop_token_ids: list[int] | None = None
+    stop_regex: str | list[str] | None = None
+    regex: str | None = None
+    ebnf: str | None = None
+    json_schema: str | None = None
+    response_format: dict[str, Any] | None = None
 
     @field_validator("top_k")
     @classmethod
@@ -61,28 +76,54 @@ class SamplingRequest(_Request):
         return v
 
     @property
-    def stops(self) -> tuple[str, ...]:
-        return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
-
-    @property
     def include_usage(self) -> bool:
         return bool(self.stream_options and self.stream_options.include_usage)
 
-    def sampling_params(self, index: int = 0) -> dict[str, Any]:
-        """SGLang sampling params; choice ``index`` of ``n`` gets seed + index."""
-        sp: dict[str, Any] = {}
+    def native_view(self, index: int = 0) -> dict[str, Any]:
+        """Choice ``index`` of this request as SGLang's native ``/generate`` body (without its
+        prompt): what the request rules read.  Choice ``index`` of ``n`` gets seed + index."""
+        schema = self.json_schema or _response_schema(self.response_format)
+        sp: dict[str, Any] = {"max_new_tokens": self.max_new_tokens(), "min_new_tokens": self.min_tokens,
+                              "stop": self.stop, "stop_token_ids": self.stop_token_ids,
+                              "stop_regex": self.stop_regex, "regex": self.regex, "ebnf": self.ebnf,
+                              "json_schema": schema}  # fmt: skip
         for name in ("temperature", "top_p", "top_k", "min_p", "ignore_eos", "frequency_penalty",
-                     "presence_penalty"):  # fmt: skip
-            if (v := getattr(self, name)) is not None:
-                sp[name] = v
+                     "presence_penalty", "repetition_penalty"):  # fmt: skip
+            sp[name] = getattr(self, name)
         if self.seed is not None:
             sp["sampling_seed"] = self.seed + index
-        return sp
+        body: dict[str, Any] = {"sampling_params": {k: v for k, v in sp.items() if v is not None},
+                                "text": ""}  # fmt: skip
+        if self.wants_logprobs:
+            body["return_logprob"] = True
+        if self.has_images:
+            body["image_data"] = True
+        return body
+
+    def max_new_tokens(self) -> int | None:
+        return self.max_tokens
+
+    @property
+    def wants_logprobs(self) -> bool:
+        return False
+
+    @property
+    def has_images(self) -> bool:
+        return False
+
+
+def _response_schema(fmt: dict[str, Any] | None) -> str | None:
+    """The JSON schema an OpenAI ``response_format`` constrains the output to, if any."""
+    if not fmt or fmt.get("type") not in ("json_schema", "json_object"):
+        return None
+    schema = (fmt.get("json_schema") or {}).get("schema") or {"type": "object"}
+    return json.dumps(schema)
 
 
 class ContentPart(_Request):
     type: str = "text"
     text: str | None = None
+    image_url: Any = None
 
 
 class ChatMessage(_Request):
@@ -104,8 +145,17 @@ class ChatCompletionRequest(SamplingRequest):
     logprobs: bool = False
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
 
-    def budget(self, default: int) -> int:
-        return self.max_completion_tokens or self.max_tokens or default
+    def max_new_tokens(self) -> int | None:
+        return self.max_completion_tokens or self.max_tokens
+
+    @property
+    def wants_logprobs(self) -> bool:
+        return self.logprobs
+
+    @property
+    def has_images(self) -> bool:
+        return any(isinstance(m.content, list) and any(p.type != "text" for p in m.content)
+                   for m in self.messages)  # fmt: skip
 
     def plain_messages(self) -> list[dict[str, str]]:
         role = {"developer": "system"}
@@ -133,11 +183,13 @@ class CompletionRequest(SamplingRequest):
             return [list(v)]  # type: ignore[arg-type]
         return list(v)  # type: ignore[arg-type]
 
-    def budget(self, default: int) -> int:
-        return self.max_tokens or default
+    @property
+    def wants_logprobs(self) -> bool:
+        return self.logprobs is not None
 
 
 class NativeSamplingParams(_Request):
+    model_config = ConfigDict(extra="allow")  # passed through when the request goes to a runtime
     max_new_tokens: int | None = Field(default=None, ge=0)
     temperature: float | None = Field(default=None, ge=0)
     top_p: float | None = Field(default=None, gt=0, le=1)
@@ -153,6 +205,9 @@ class NativeSamplingParams(_Request):
     skip_special_tokens: bool | None = None
     spaces_between_special_tokens: bool | None = None
     no_stop_trim: bool | None = None
+    n: int | None = Field(default=None, ge=1)
+    min_new_tokens: int | None = Field(default=None, ge=0)
+    stop_token_ids: list[int] | None = None
     # Constrained decoding cannot cross a model switch: such requests go to the large runtime.
     regex: str | None = None
     json_schema: str | None = None

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from relaygen_sgl.profile import CueProfile, ProfileError
 from relaygen_sgl.relay import (
     Delta,
-    RelayConfig,
+    Mode,
     RelayError,
     RelayMachine,
     RelayPair,
@@ -28,6 +28,7 @@ from relaygen_sgl.relay import (
     runtimes_used,
     stream_async,
 )
+from relaygen_sgl.relay.request_rules import relay_config
 from relaygen_sgl.runtime_client import RuntimeRequestError
 from relaygen_sgl.serving.errors import APIError, unavailable
 from relaygen_sgl.serving.protocol import MODEL_MODES, CompletionTokensDetails, PromptTokensDetails, Usage
@@ -42,7 +43,7 @@ class ServerConfig:
     large_url: str
     small_url: str
     profile: CueProfile
-    answer_model: str = "small"
+    answer_model: Role = "small"
     default_max_tokens: int = 1024
     max_input_tokens: int = 8192
 
@@ -56,17 +57,19 @@ class RelayService:
         self.config = config
         self.pair = RelayPair(config.large_url, config.small_url)
 
-    def mode_for(self, model: str) -> str:
+    def mode_for(self, model: str) -> Mode:
         if model not in MODEL_MODES:
             raise APIError(404, f"The model '{model}' does not exist (available: {', '.join(MODEL_MODES)})",
                            param="model", code="model_not_found")  # fmt: skip
         return MODEL_MODES[model]
 
-    async def machine(self, *, mode: str, max_tokens: int, sampling: dict[str, Any], stop: Sequence[str] = (),
-                      prompt: str | list[int] | None = None, messages: list[dict[str, str]] | None = None,
+    async def machine(self, view: Mapping[str, Any], *, mode: Mode, prompt: str | list[int] | None = None,
+                      messages: list[dict[str, str]] | None = None,
                       chat_template_kwargs: dict[str, Any] | None = None,
                       param: str = "messages", top_cues: int | None = None) -> RelayMachine:  # fmt: skip
-        """One relay, ready to run; its templated input is checked against the length limit."""
+        """The relay of one request (``view``: its native ``/generate`` shape, which
+        :func:`~relaygen_sgl.relay.request_rules.direct_reason` let through), ready to run; its
+        templated input is checked against the length limit."""
         profile = self.config.profile
         if top_cues is not None:
             try:
@@ -74,8 +77,8 @@ class RelayService:
             except ProfileError as e:
                 raise APIError(400, str(e), param="top_cues") from e
         try:
-            config = RelayConfig(mode=mode, max_tokens=max_tokens, answer_model=self.config.answer_model,  # type: ignore[arg-type]
-                                 sampling=sampling, stop=tuple(stop))  # fmt: skip
+            config = relay_config(view, mode=mode, answer_model=self.config.answer_model,
+                                  default_max_tokens=self.config.default_max_tokens)  # fmt: skip
         except ValueError as e:
             raise APIError(400, str(e)) from e
         try:
