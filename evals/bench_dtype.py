@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from relaygen_sgl.default_pair import MODELS_DIR, default_pair
-from relaygen_sgl.runtime_client import RuntimeClient
-from relaygen_sgl.runtimes import SGLangRuntime
+from relaygen_sgl.runtime.client import RuntimeClient
+from relaygen_sgl.runtime.server import SGLangRuntime
 
 DTYPES = ("float32", "bfloat16")
 PROMPT = "<|im_start|>user\nWrite a long story about a lighthouse keeper.<|im_end|>\n<|im_start|>assistant\n"

@@ -28,7 +28,8 @@ from typing import Any
 
 from relaygen_sgl.profile import CueProfile
 from relaygen_sgl.relay import RelayConfig, RelayError, RelayPair, RelayResult, aprepare, run_async
-from relaygen_sgl.runtime_pool import RuntimePool, start_pools
+from relaygen_sgl.runtime.client import RuntimeClient
+from relaygen_sgl.runtime.pool import RuntimePool, start_pools
 from relaygen_sgl.tiny_models import build_tiny_pair, tiny_profile
 
 ARMS = ("1 replica", "2 replicas")
@@ -74,6 +75,16 @@ async def _run_arm(
     finally:
         await pair.aclose()
     return [r for r in results if r is not None], failed, time.perf_counter() - t0
+
+
+def _flush(*pools: RuntimePool) -> None:
+    """Empty every worker's prefix cache."""
+    for url in [u for pool in pools for u in pool.worker_urls]:
+        client = RuntimeClient(url)
+        try:
+            client.flush_cache()
+        finally:
+            client.close()
 
 
 def _summary(turns: list[dict[str, Any]]) -> dict[str, Any]:
@@ -158,8 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         turns: dict[str, list[dict[str, Any]]] = {arm: [] for arm in ARMS}
         for rnd in range(args.rounds):
             for arm in ARMS if rnd % 2 == 0 else ARMS[::-1]:
-                large.flush_cache()
-                small.flush_cache()
+                _flush(large, small)
                 results, failed, wall = asyncio.run(
                     _run_arm(
                         pairs[arm](),

@@ -115,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     import subprocess
     import sys
 
-    from relaygen_sgl.runtimes import RuntimePair, free_port
+    from relaygen_sgl.runtime.pool import RuntimePair
+    from relaygen_sgl.runtime.process import free_port
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

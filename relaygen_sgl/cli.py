@@ -12,8 +12,8 @@ from collections.abc import Callable, Sequence
 from relaygen_sgl.launch_options import LaunchError
 from relaygen_sgl.pair_args import add_runtime_args, pair_from_args
 from relaygen_sgl.profile import ProfileError
-from relaygen_sgl.runtime_pool import PoolPair, PoolStartError, RuntimePool
-from relaygen_sgl.runtimes import RuntimePair, RuntimeStartError, SGLangRuntime
+from relaygen_sgl.runtime.pool import PoolStartError
+from relaygen_sgl.runtime.server import RuntimeStartError
 
 
 def _serve_runtimes(args: argparse.Namespace) -> int:
@@ -21,39 +21,15 @@ def _serve_runtimes(args: argparse.Namespace) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with pair:
-        roles = (("large", pair.large), ("small", pair.small))
-        print(json.dumps({role: _describe(rt) for role, rt in roles}), flush=True)
+        print(json.dumps({"large": pair.large.describe(), "small": pair.small.describe()}), flush=True)
         try:
             while not stop.wait(1.0):
-                if (why := _dead(pair)) is not None:
+                if (why := pair.dead()) is not None:
                     print(f"{why}; stopping", file=sys.stderr)
                     return 1
         except KeyboardInterrupt:
             pass
     return 0
-
-
-def _describe(rt: SGLangRuntime | RuntimePool) -> dict[str, object]:
-    if isinstance(rt, RuntimePool):  # with replicas: the router (or only worker), and every worker
-        return rt.describe()
-    return {"url": rt.url, "pid": rt.pid, "model": str(rt.model_path), "device": rt.device,
-            "log": str(rt.log_path)}  # fmt: skip
-
-
-def _dead(pair: RuntimePair | PoolPair) -> str | None:
-    """Why serving must end: a runtime exited, or a pool lost its router or its last worker.
-    A pool that lost one replica goes on with the others (the relay routes around it)."""
-    if isinstance(pair, RuntimePair):
-        for rt in (pair.large, pair.small):
-            if rt.proc is not None and rt.proc.poll() is not None:
-                return f"runtime {rt.name} exited"
-        return None
-    for pool in (pair.large, pair.small):
-        if pool.router_proc is not None and pool.router_proc.poll() is not None:
-            return f"the sglang-router of pool {pool.name} exited"
-        if not any(pool.worker_alive(w.url) for w in pool.workers):
-            return f"every worker of pool {pool.name} exited"
-    return None
 
 
 def build_parser() -> argparse.ArgumentParser:

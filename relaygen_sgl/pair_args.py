@@ -9,11 +9,15 @@ import logging
 import shlex
 from collections.abc import Sequence
 from contextlib import ExitStack
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from relaygen_sgl.default_pair import default_pair
 from relaygen_sgl.launch_options import DEVICES, SPECULATIVE_ALGORITHMS, Speculative
 from relaygen_sgl.profile import CueProfile
+
+if TYPE_CHECKING:
+    from relaygen_sgl.runtime.pool import RuntimePair
+    from relaygen_sgl.runtime.server import SGLangRuntime
 
 ROLES = ("large", "small")
 logger = logging.getLogger(__name__)
@@ -100,7 +104,7 @@ def speculative_from_args(args: argparse.Namespace) -> Speculative | None:
 
 
 def runtime_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    """Keyword arguments for :class:`~relaygen_sgl.runtimes.RuntimePair` from the shared flags."""
+    """Keyword arguments for :class:`~relaygen_sgl.runtime.pool.RuntimePair` from the shared flags."""
     return {
         "device": args.device,
         "dtype": args.dtype,
@@ -113,23 +117,19 @@ def runtime_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def pair_from_args(args: argparse.Namespace, large: Any = None, small: Any = None) -> Any:
-    """A RuntimePair, or a PoolPair (workers + routers, same ``.large``/``.small.url``) with replicas."""
-    from relaygen_sgl.runtimes import RuntimePair
+def pair_from_args(args: argparse.Namespace, large: Any = None, small: Any = None) -> RuntimePair:
+    """The two pools to start: ``--large-replicas``/``--small-replicas`` workers each (one by default)."""
+    from relaygen_sgl.runtime.pool import RuntimePair
 
-    large, small = large or args.large_model, small or args.small_model
-    replicas = {f"{r}_replicas": getattr(args, f"{r}_replicas", 1) for r in ("large", "small")}
-    if max(replicas.values()) > 1:
-        from relaygen_sgl.runtime_pool import PoolPair
-
-        return PoolPair(large, small, **replicas, **runtime_kwargs(args))
-    return RuntimePair(large, small, **runtime_kwargs(args))
+    return RuntimePair(large or args.large_model, small or args.small_model,
+                       large_replicas=getattr(args, "large_replicas", 1),
+                       small_replicas=getattr(args, "small_replicas", 1), **runtime_kwargs(args))  # fmt: skip
 
 
-def runtime_from_args(args: argparse.Namespace, role: str, model: Any = None) -> Any:
-    """One :class:`~relaygen_sgl.runtimes.SGLangRuntime` of the pair, for a command that needs
+def runtime_from_args(args: argparse.Namespace, role: str, model: Any = None) -> SGLangRuntime:
+    """One :class:`~relaygen_sgl.runtime.server.SGLangRuntime` of the pair, for a command that needs
     only one started (``calibrate --traces`` scores with the small model alone)."""
-    from relaygen_sgl.runtimes import SGLangRuntime
+    from relaygen_sgl.runtime.server import SGLangRuntime
 
     kw = runtime_kwargs(args)
     own = kw.pop(f"{role}_args")
@@ -169,7 +169,7 @@ def open_pair(args: argparse.Namespace, stack: ExitStack,
 
 def warn_on_mismatch(profile: CueProfile, large_url: str, small_url: str) -> str | None:
     """Log (and return) a warning naming both sides when the runtimes' models are not the profile's."""
-    from relaygen_sgl.runtime_client import RuntimeClient
+    from relaygen_sgl.runtime.client import RuntimeClient
 
     paths = []
     for url in (large_url, small_url):

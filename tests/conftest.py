@@ -13,7 +13,8 @@ import pytest
 import requests
 
 from relaygen_sgl.profile import CueProfile
-from relaygen_sgl.runtimes import RuntimePair, free_port
+from relaygen_sgl.runtime.pool import RuntimePair
+from relaygen_sgl.runtime.process import free_port
 from relaygen_sgl.tiny_models import TinyPair, build_tiny_pair
 from relaygen_sgl.tiny_models import tiny_profile as make_tiny_profile
 

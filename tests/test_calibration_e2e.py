@@ -17,7 +17,7 @@ from relaygen_sgl.calibration.io import CalibrationInputError, load_problems
 from relaygen_sgl.calibration.traces import generate_traces
 from relaygen_sgl.profile import CueProfile
 from relaygen_sgl.relay import relay_generate
-from relaygen_sgl.runtimes import free_port
+from relaygen_sgl.runtime.process import free_port
 
 PROBLEMS = [f"What is {a} + {b}?" for a, b in ((12, 30), (7, 8), (21, 21), (5, 9), (33, 4), (2, 2))]
 

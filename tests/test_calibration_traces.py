@@ -13,7 +13,7 @@ from relaygen_sgl.calibration.calibrate import calibrate
 from relaygen_sgl.calibration.io import CalibrationInputError, cue_list_path, load_cues
 from relaygen_sgl.calibration.traces import generate_traces, score_traces, token_limit
 from relaygen_sgl.reasoning import THINK_END
-from relaygen_sgl.runtime_client import RuntimeClient
+from relaygen_sgl.runtime.client import RuntimeClient
 
 # DEFAULT_CUE_TOKENS of the reference (jiwonsong-dev/RelayGen utils/utils.py), in its order; its
 # "So " and "so " are our word-boundary "So" and "so".

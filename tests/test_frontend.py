@@ -13,8 +13,8 @@ from sglang.lang.chat_template import ChatTemplate, get_chat_template
 from transformers import AutoTokenizer
 
 from relaygen_sgl import RelayBackend, RelayError, single_model
-from relaygen_sgl.runtime_client import RuntimeClient
-from relaygen_sgl.runtimes import free_port
+from relaygen_sgl.runtime.client import RuntimeClient
+from relaygen_sgl.runtime.process import free_port
 from relaygen_sgl.tiny_models import tiny_profile
 
 PROFILE = tiny_profile()

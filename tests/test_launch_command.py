@@ -22,8 +22,8 @@ from relaygen_sgl.launch_options import (
     server_env,
 )
 from relaygen_sgl.pair_args import add_pair_args, pair_from_args
-from relaygen_sgl.runtime_pool import PoolPair
-from relaygen_sgl.runtimes import RuntimePair, SGLangRuntime
+from relaygen_sgl.runtime.pool import RuntimePair
+from relaygen_sgl.runtime.server import SGLangRuntime
 
 
 def _flag(cmd: list[str], flag: str) -> str | None:
@@ -70,43 +70,43 @@ def test_tp_pairs_on_separate_gpus_get_no_memory_split(model: Path):
     pair = RuntimePair(model, model, device="cuda", large_args=["--tp", "2"],
                        small_args=["--base-gpu-id", "2"])  # fmt: skip
     assert not pair.shared_gpu
-    for rt in (pair.large, pair.small):
-        assert "--mem-fraction-static" not in rt.command()
+    for pool in (pair.large, pair.small):
+        assert "--mem-fraction-static" not in pool.workers[0].command()
 
 
 def test_shared_gpu_splits_memory_unless_the_user_sets_it(model: Path):
     pair = RuntimePair(model, model, device="cuda", large_args=["--tp", "2"])
     assert pair.shared_gpu  # small on GPU 0, large on 0 and 1
-    assert _flag(pair.small.command(), "--mem-fraction-static") == "0.25"
-    assert _flag(pair.large.command(), "--mem-fraction-static") == "0.8"
+    assert _flag(pair.small.workers[0].command(), "--mem-fraction-static") == "0.25"
+    assert _flag(pair.large.workers[0].command(), "--mem-fraction-static") == "0.8"
     mine = RuntimePair(model, model, device="cuda", small_args=["--mem-fraction-static", "0.1"])
-    assert mine.small.command().count("--mem-fraction-static") == 1
-    assert _flag(mine.large.command(), "--mem-fraction-static") == "0.8"
+    assert mine.small.workers[0].command().count("--mem-fraction-static") == 1
+    assert _flag(mine.large.workers[0].command(), "--mem-fraction-static") == "0.8"
     # On CPU there is nothing to split.
     assert not RuntimePair(model, model, device="cpu").shared_gpu
 
 
 def test_replica_pools_on_one_gpu_get_the_pairs_memory_split(model: Path):
-    pools = PoolPair(model, model, large_replicas=2, device="cuda")
+    pools = RuntimePair(model, model, large_replicas=2, device="cuda")
     assert pools.shared_gpu and len(pools.large.workers) == 2
     assert [_flag(w.command(), "--mem-fraction-static") for w in pools.large.workers] == ["0.8", "0.8"]
     assert _flag(pools.small.workers[0].command(), "--mem-fraction-static") == "0.25"
-    apart = PoolPair(model, model, device="cuda", small_args=["--base-gpu-id", "1"])
+    apart = RuntimePair(model, model, device="cuda", small_args=["--base-gpu-id", "1"])
     assert not apart.shared_gpu and "--mem-fraction-static" not in apart.large.workers[0].command()
-    assert not PoolPair(model, model, large_replicas=2, device="cpu").shared_gpu
+    assert not RuntimePair(model, model, large_replicas=2, device="cpu").shared_gpu
 
 
 def test_speculative_maps_to_sglang_flags_on_the_large_runtime_only(model: Path):
     spec = Speculative("eagle3", "RedHatAI/Qwen3-32B-speculator.eagle3", num_steps=3, eagle_topk=1,
                        num_draft_tokens=4)  # fmt: skip
     pair = RuntimePair(model, model, device="cuda", speculative=spec)
-    cmd = pair.large.command()
+    cmd = pair.large.workers[0].command()
     assert _flag(cmd, "--speculative-algorithm") == "EAGLE3"
     assert _flag(cmd, "--speculative-draft-model-path") == "RedHatAI/Qwen3-32B-speculator.eagle3"
     assert _flag(cmd, "--speculative-num-steps") == "3"
     assert _flag(cmd, "--speculative-eagle-topk") == "1"
     assert _flag(cmd, "--speculative-num-draft-tokens") == "4"
-    assert "--speculative-algorithm" not in pair.small.command()
+    assert "--speculative-algorithm" not in pair.small.workers[0].command()
     standalone = Speculative("standalone", str(model)).args()
     assert standalone == ["--speculative-algorithm", "STANDALONE",
                           "--speculative-draft-model-path", str(model)]  # fmt: skip
@@ -130,7 +130,7 @@ def test_cuda_without_a_gpu_is_a_clear_error_before_any_server_starts(model: Pat
     pair = RuntimePair(model, model, device="cuda")
     with pytest.raises(DeviceError):
         pair.start()
-    assert pair.large.proc is None and pair.small.proc is None
+    assert pair.large.workers[0].proc is None and pair.small.workers[0].proc is None
 
 
 def test_cli_flags_reach_the_pair(model: Path):
@@ -143,7 +143,7 @@ def test_cli_flags_reach_the_pair(model: Path):
                          "--small-sglang-args=--context-length 8192",
                          "--speculative", "standalone", "--speculative-draft", str(model)])  # fmt: skip
     pair = pair_from_args(args)
-    large, small = pair.large.command(), pair.small.command()
+    large, small = pair.large.workers[0].command(), pair.small.workers[0].command()
     assert _flag(large, "--tp") == "2" and _flag(large, "--mem-fraction-static") == "0.7"
     assert large.count("--mem-fraction-static") == 1  # the user's split, not ours
     assert _flag(small, "--context-length") == "8192"

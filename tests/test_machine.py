@@ -21,7 +21,7 @@ from relaygen_sgl.reasoning import THINK_END
 from relaygen_sgl.relay.drivers import run_async, run_sync
 from relaygen_sgl.relay.machine import CLOSE_THINK, Call, RelayMachine, TurnResult
 from relaygen_sgl.relay.types import Delta, RelayConfig, RelayError, RelayResult
-from relaygen_sgl.runtime_client import GenerateResult, RuntimeUnavailable, StreamProgress
+from relaygen_sgl.runtime.client import GenerateResult, RuntimeUnavailable, StreamProgress
 
 
 class CharCodec:

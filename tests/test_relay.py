@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from conftest import QUESTION
 
-from relaygen_sgl.process_group import process_group_alive
 from relaygen_sgl.relay import THINK_END, RelayError, RelayPair, relay_generate
 from relaygen_sgl.relay.machine import CLOSE_THINK
-from relaygen_sgl.runtimes import SGLangRuntime
+from relaygen_sgl.runtime.process import process_group_alive
+from relaygen_sgl.runtime.server import SGLangRuntime
 from relaygen_sgl.tiny_models import tiny_profile
 
 TINY_PROFILE = tiny_profile(min_large_tokens=5, max_small_tokens=24)

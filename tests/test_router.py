@@ -1,7 +1,7 @@
 """Replicas behind sglang-router 0.3.2, on real tiny SGLang servers (nothing mocked).
 
 Two tiny-large replicas behind the router (cache-aware policy), the tiny small model
-direct.  What the router does with relay traffic is in relaygen_sgl/runtime_pool.py;
+direct.  What the router does with relay traffic is in relaygen_sgl/runtime/pool.py;
 the tests below pin each finding down, so a router upgrade that changes one shows here.
 The relay goes around the router for its own calls (RelayPair.client_for: one replica per
 relay request and model) and through it for everything else.
@@ -28,7 +28,6 @@ import pytest
 import requests
 from conftest import start_relay_server, stop_process
 
-from relaygen_sgl.process_group import free_port, process_group_alive
 from relaygen_sgl.relay import (
     RelayConfig,
     RelayError,
@@ -39,15 +38,10 @@ from relaygen_sgl.relay import (
     run_async,
     run_sync,
 )
-from relaygen_sgl.runtime_client import RuntimeClient
-from relaygen_sgl.runtime_pool import (
-    ROUTING_KEY_HEADER,
-    RuntimePool,
-    rank_workers,
-    router_workers,
-    routing_affinity,
-    start_pools,
-)
+from relaygen_sgl.runtime.client import RuntimeClient
+from relaygen_sgl.runtime.pool import RuntimePool, start_pools
+from relaygen_sgl.runtime.process import free_port, process_group_alive
+from relaygen_sgl.runtime.workers import rank_workers, router_workers
 from relaygen_sgl.tiny_models import tiny_profile
 
 pytestmark = [
@@ -62,6 +56,30 @@ TINY_PROFILE = tiny_profile(min_large_tokens=5, max_small_tokens=24)
 QUESTION = [{"role": "user", "content": "What is 12 + 30?"}]
 # A CPU shared with other jobs can take minutes to start three SGLang servers.
 STARTUP_S = float(os.environ.get("RELAYGEN_TEST_STARTUP_S", 900))
+ROUTING_KEY_HEADER = "X-SMG-Routing-Key"  # sglang-router's sticky-routing header
+
+
+def _health(pool: RuntimePool) -> dict:
+    """The pool's health as the relay reports it: each worker's own /health, and the router's."""
+
+    async def go() -> dict:
+        pair = RelayPair(pool, pool)
+        try:
+            return await pair.ahealth("large")
+        finally:
+            await pair.aclose()
+
+    return asyncio.run(go())
+
+
+def _home(pool: RuntimePool, key: str) -> str:
+    """The worker a relay request ``key`` goes to while all are up."""
+    return rank_workers(key, pool.worker_urls)[0]
+
+
+def _on_every_worker(pool: RuntimePool, path: str, body: dict | None = None) -> set[int]:
+    """POST ``path`` to each worker (abort and flush are per worker); their status codes."""
+    return {requests.post(f"{url}{path}", json=body, timeout=60).status_code for url in pool.worker_urls}
 
 
 def _children(pid: int) -> list[int]:
@@ -241,13 +259,13 @@ def test_pool_is_routable_as_soon_as_it_is_started(pools):
     assert requests.get(f"{large.url}/get_model_info", timeout=30).status_code == 200
     assert large.has_router and large.url not in large.worker_urls and len(large.worker_urls) == 2
     assert not small.has_router and small.url == small.worker_urls[0]
-    h = large.health()
+    h = _health(large)
     assert h["ok"] and h["healthy_workers"] == 2 and h["router"]["alive"]
-    assert all(w["healthy"] and w["routed"] for w in h["workers"].values())
-    assert small.health()["ok"] and small.health()["router"] is None
-    attached = RuntimePool.attach(large.url)  # what a relay server given only the URL sees
-    assert attached.has_router and sorted(attached.worker_urls) == sorted(large.worker_urls)
-    assert RuntimePool.attach(small.url).worker_urls == [small.url]
+    assert all(w["healthy"] for w in h["workers"].values())
+    assert _health(small)["ok"] and _health(small)["router"] is None
+    # What a relay server given only the URL sees: the router lists the workers, a runtime has none.
+    assert sorted(w["url"] for w in router_workers(large.url) or []) == sorted(large.worker_urls)
+    assert router_workers(small.url) is None
 
 
 def test_router_drops_stop_regex_but_keeps_ids_rid_and_no_stop_trim(pools):
@@ -271,12 +289,12 @@ def test_router_drops_stop_regex_but_keeps_ids_rid_and_no_stop_trim(pools):
 
 
 def test_relay_pinned_to_one_replica_per_request_switches_and_reuses_cache(pools):
-    """A relay given one worker URL (worker_for) or the pool objects: each request on one replica."""
+    """A relay given one worker URL or the pool objects: each request on one replica."""
     large, small = pools
     results, homes = [], []
     for seed in range(4):
         key = f"relay-{seed}"
-        homes.append(large.worker_for(key))
+        homes.append(_home(large, key))
         results.append(relay_generate(
             messages=QUESTION, large=homes[-1], small=small.url, profile=TINY_PROFILE,
             sampling={"temperature": 0.8, "sampling_seed": seed}, max_tokens=200,
@@ -285,7 +303,7 @@ def test_relay_pinned_to_one_replica_per_request_switches_and_reuses_cache(pools
                                sampling={"temperature": 0.8, "sampling_seed": 10 + seed}, max_tokens=200)
                 for seed in range(2)]  # fmt: skip
     _assert_switches_reuse_cache(results)
-    assert homes == [large.worker_for(f"relay-{s}") for s in range(4)]  # stable
+    assert homes == [_home(large, f"relay-{s}") for s in range(4)]  # stable
 
 
 def test_relay_through_the_router_url_switches_and_reuses_cache(pools):
@@ -388,10 +406,9 @@ def _interleaved_turns(url: str, tok, with_key: bool, requests_n: int = 3, turns
     key = {r: uuid.uuid4().hex for r in range(requests_n)}
     for t in range(turns):
         for r in range(requests_n):
-            aff = routing_affinity(key[r], t)
             params = {"max_new_tokens": 12, "temperature": 0.8, "sampling_seed": t, "no_stop_trim": True}
-            body = {"input_ids": ctx[r], **aff.body, "sampling_params": params}
-            out = _generate(url, body, headers=aff.headers if with_key else None)
+            body = {"input_ids": ctx[r], "rid": f"{key[r]}-{t}", "sampling_params": params}
+            out = _generate(url, body, headers={ROUTING_KEY_HEADER: key[r]} if with_key else None)
             if r in prev:
                 ratios.append(out["meta_info"]["cached_tokens"] / prev[r])
             prev[r] = out["meta_info"]["prompt_tokens"] + len(out["output_ids"])
@@ -402,14 +419,14 @@ def _interleaved_turns(url: str, tok, with_key: bool, requests_n: int = 3, turns
 def test_turns_through_the_router_land_where_their_prefix_is(pools, tmp_path: Path):
     large, _ = pools
     tok = RuntimeClient.of(large.worker_urls[0]).tokenizer
-    large.flush_cache()
+    _on_every_worker(large, "/flush_cache")
     cache_aware = _interleaved_turns(large.url, tok, with_key=False)
     # A second router over the same workers, with the policy that honours the routing key.
     with RuntimePool(None, worker_urls=large.worker_urls, policy="manual", name="large-manual",
                      log_dir=tmp_path, router_args=("--assignment-mode", "min_load")) as manual:  # fmt: skip
-        large.flush_cache()
+        _on_every_worker(large, "/flush_cache")
         keyed = _interleaved_turns(manual.url, tok, with_key=True)
-        large.flush_cache()
+        _on_every_worker(large, "/flush_cache")
         unkeyed = _interleaved_turns(manual.url, tok, with_key=False)  # control: random worker per call
 
     def mean(xs: list[float]) -> str:
@@ -454,13 +471,13 @@ def _busy_worker(pool: RuntimePool, box: dict | None = None, timeout: float = 60
 
 def test_abort_through_the_pool_reaches_the_worker_running_it(pools):
     large, _ = pools
-    rid = routing_affinity(f"abort-{uuid.uuid4().hex}", 0).body["rid"]
+    rid = f"abort-{uuid.uuid4().hex}-0"
     box: dict = {}
     th = _long_request(large.url, rid, box)
     _busy_worker(large, box)
     assert requests.post(f"{large.url}/abort_request", json={"rid": rid}, timeout=10).status_code == 404
     t0 = time.monotonic()
-    assert set(large.abort(rid).values()) == {200}
+    assert _on_every_worker(large, "/abort_request", {"rid": rid}) == {200}  # only its worker knows it
     th.join(timeout=30)
     assert not th.is_alive() and time.monotonic() - t0 < 30
     assert box["status"] == 200 and box["json"]["meta_info"]["finish_reason"]["type"] == "abort", box
@@ -576,7 +593,7 @@ def test_killed_replica_fails_its_in_flight_request_clearly_and_the_others_go_on
     assert sorted(r["id"] for r in rows) == sorted(f"p{i}" for i in range(EVAL_N))
     print(f"eval through the kill: exit {first}, {len(rows_before)} of {EVAL_N} saved; "
           f"the rerun completed all {EVAL_N}")
-    h = large.health()
+    h = _health(large)
     assert h["ok"] and h["healthy_workers"] == 1 and not h["workers"][victim]["healthy"]
 
 
@@ -601,17 +618,10 @@ def test_no_live_worker_is_a_fast_error_and_a_503_not_a_hang(pools, relay_server
     codes = [requests.post(f"{large.url}/generate", json={"text": "hi"}, timeout=30) for _ in range(4)]
     codes = [c.status_code for c in codes]
     assert codes[-1] == 503, codes
-    assert not large.health()["ok"]
-    with pytest.raises(RuntimeError, match="no worker"):
-        large.worker_for("any", exclude=large.worker_urls)
+    assert not _health(large)["ok"]
 
 
-def test_routing_helpers():
-    aff = routing_affinity("req-1", 3)
-    assert aff.headers == {ROUTING_KEY_HEADER: "req-1"} and aff.body == {"rid": "req-1-3"}
-    assert routing_affinity("req-1").body == {}
-    with pytest.raises(ValueError):
-        routing_affinity("bad\nkey")
+def test_rendezvous_ranking():
     urls = [f"http://w{i}" for i in range(4)]
     assert rank_workers("k", urls) == rank_workers("k", list(reversed(urls)))
     homes = {rank_workers(f"k{i}", urls)[0] for i in range(64)}

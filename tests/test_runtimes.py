@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from relaygen_sgl.process_group import process_group_alive
-from relaygen_sgl.runtime_client import RuntimeClient
-from relaygen_sgl.runtimes import RuntimeStartError, SGLangRuntime
+from relaygen_sgl.runtime.client import RuntimeClient
+from relaygen_sgl.runtime.process import process_group_alive
+from relaygen_sgl.runtime.server import RuntimeStartError, SGLangRuntime
 
 PROMPT = "<|im_start|>user\nWhat is 12 + 30?<|im_end|>\n<|im_start|>assistant\n"
 

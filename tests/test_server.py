@@ -11,7 +11,7 @@ import pytest
 import requests
 from conftest import QUESTION, start_relay_server, stop_process
 
-from relaygen_sgl.runtimes import free_port
+from relaygen_sgl.runtime.process import free_port
 
 
 @pytest.fixture(scope="module")

@@ -16,8 +16,8 @@ import pytest
 import requests
 from conftest import QUESTION, start_relay_server, stop_process
 
-from relaygen_sgl.runtime_client import RuntimeClient
-from relaygen_sgl.runtimes import SGLangRuntime
+from relaygen_sgl.runtime.client import RuntimeClient
+from relaygen_sgl.runtime.server import SGLangRuntime
 
 PROMPT = "<|im_start|>user\nWhat is 7 + 8?<|im_end|>\n<|im_start|>assistant\n"
 

@@ -1,7 +1,7 @@
 """Import-path shims that let stock SGLang 0.5.23 serve on a plain x86 CPU.
 
 This folder is *not* imported as a package by relaygen: its path is put on
-``PYTHONPATH`` of the SGLang server processes that :mod:`relaygen_sgl.runtimes`
+``PYTHONPATH`` of the SGLang server processes that :mod:`relaygen_sgl.runtime.server`
 starts (see :func:`shim_path`), and only for modules that are missing there.
 
 * ``sgl_kernel/``: SGLang's CPU engine imports two helpers from the CPU build of

@@ -26,7 +26,7 @@ from relaygen_sgl.cues import SENTENCE_END_REGEX, CueMatcher
 from relaygen_sgl.jsonl import read_jsonl
 from relaygen_sgl.pair_args import add_runtime_args, open_runtimes
 from relaygen_sgl.profile import CueProfile
-from relaygen_sgl.runtime_client import RuntimeClient
+from relaygen_sgl.runtime.client import RuntimeClient
 
 KEEP_DESCRIPTIONS = {"paper": "delta > {}", "significant": "95% CI of delta above {}"}
 

@@ -16,7 +16,7 @@ from typing import Any
 from relaygen_sgl.calibration.io import CalibrationInputError
 from relaygen_sgl.jsonl import repair_jsonl
 from relaygen_sgl.reasoning import THINK_END
-from relaygen_sgl.runtime_client import RuntimeClient, RuntimeRequestError
+from relaygen_sgl.runtime.client import RuntimeClient, RuntimeRequestError
 
 
 def _messages(problem: str) -> list[dict[str, str]]:

@@ -57,7 +57,7 @@ from relaygen_sgl.relay import (
 )
 from relaygen_sgl.relay.pair import Handoff
 from relaygen_sgl.relay.request_rules import direct_reason, meta_info, relay_config
-from relaygen_sgl.runtime_client import RuntimeClient, RuntimeRequestError, RuntimeUnavailable
+from relaygen_sgl.runtime.client import RuntimeClient, RuntimeRequestError, RuntimeUnavailable
 
 _Chunk = tuple[str, dict[str, Any]]  # (text, meta info), as backends give them to the interpreter
 _SINGLE: dict[Role, Mode] = {"large": "large_only", "small": "small_only"}

@@ -27,7 +27,7 @@ from relaygen_sgl.relay.types import (
     Segment,
     runtimes_used,
 )
-from relaygen_sgl.runtime_client import GenerateResult, RuntimeRequestError, RuntimeUnavailable
+from relaygen_sgl.runtime.client import GenerateResult, RuntimeRequestError, RuntimeUnavailable
 
 RUNTIME_FAULTS = (RuntimeUnavailable, RuntimeRequestError)
 

@@ -7,7 +7,7 @@ either runtime comes back with another model, so nothing stale outlives a restar
 is no process-wide cache.
 
 Replicas: an entry may be an sglang-router (a URL, or a :class:`RuntimePool`).  The router
-drops ``stop_regex`` (see :mod:`relaygen_sgl.runtime_pool`), so relay calls never go through
+drops ``stop_regex`` (see :mod:`relaygen_sgl.runtime.pool`), so relay calls never go through
 it: :meth:`RelayPair.client_for` sends every call of one relay request to the same worker
 of each model (a rendezvous hash of the request id over the live workers), which keeps the
 cues and that worker's prefix cache.  Everything else (model info, tokenizers, flush, the
@@ -27,8 +27,9 @@ from typing import Any, Literal
 import httpx
 
 from relaygen_sgl.relay.types import Role
-from relaygen_sgl.runtime_client import DEFAULT_TIMEOUT_S, RuntimeClient, RuntimeUnavailable
-from relaygen_sgl.runtime_pool import RuntimePool, rank_workers
+from relaygen_sgl.runtime.client import DEFAULT_TIMEOUT_S, RuntimeClient, RuntimeUnavailable
+from relaygen_sgl.runtime.pool import RuntimePool
+from relaygen_sgl.runtime.workers import rank_workers
 
 Handoff = Literal["auto", "ids", "text"]
 ROLES: tuple[Role, Role] = ("large", "small")

@@ -17,7 +17,7 @@ from fastapi.responses import StreamingResponse
 
 from relaygen_sgl.relay import RelayError, RelayMachine, RelayResult
 from relaygen_sgl.relay.request_rules import direct_reason, meta_info
-from relaygen_sgl.runtime_client import RuntimeRequestError, RuntimeUnavailable
+from relaygen_sgl.runtime.client import RuntimeRequestError, RuntimeUnavailable
 from relaygen_sgl.serving.errors import APIError, unavailable
 from relaygen_sgl.serving.protocol import GenerateRequest, new_id
 from relaygen_sgl.serving.service import SSE_DONE, RelayService, relay_fault, sse, sse_error

@@ -29,7 +29,7 @@ from relaygen_sgl.relay import (
     stream_async,
 )
 from relaygen_sgl.relay.request_rules import relay_config
-from relaygen_sgl.runtime_client import RuntimeRequestError
+from relaygen_sgl.runtime.client import RuntimeRequestError
 from relaygen_sgl.serving.errors import APIError, unavailable
 from relaygen_sgl.serving.protocol import MODEL_MODES, CompletionTokensDetails, PromptTokensDetails, Usage
 

@@ -1,24 +1,23 @@
-"""Start, health-check and stop SGLang servers, on CPU or CUDA.
+"""One SGLang server process, on CPU or CUDA: start, health-check, stop.
 
-Each :class:`SGLangRuntime` owns one ``sglang.launch_server`` process group on a
-free loopback port.  It is stopped by PID (the whole process group, so the
-scheduler and detokenizer children go too), on ``stop()``, on context exit and
-at interpreter exit.  What differs per device (dtype, KV sizing, the CPU
-engine's environment and shims, the watchdog) lives in :mod:`relaygen_sgl.launch_options`.
+Each :class:`SGLangRuntime` owns one ``sglang.launch_server`` process group on a free loopback
+port.  It is stopped by PID (the whole process group, so the scheduler and detokenizer
+children go too), on ``stop()``, on context exit and at interpreter exit (:mod:`.process`).
+What differs per device (dtype, KV sizing, the CPU engine's environment and shims, the
+watchdog) lives in :mod:`relaygen_sgl.launch_options`.  Several servers, and a pair of them,
+are started by :mod:`.pool`.
 """
 
 from __future__ import annotations
 
-import atexit
 import subprocess
 import sys
 import tempfile
 import time
-import weakref
 from collections.abc import Sequence
 from pathlib import Path
 
-import requests
+import httpx
 
 from relaygen_sgl.launch_options import (
     CPU_MAX_TOTAL_TOKENS,
@@ -29,19 +28,13 @@ from relaygen_sgl.launch_options import (
     resolve_device,
     server_env,
 )
-from relaygen_sgl.process_group import free_port, log_tail, spawn_group, stop_group
+from relaygen_sgl.runtime.process import STOP_GRACE_S, free_port, log_tail, spawn_group, stop_group
 
 DEFAULT_MAX_TOTAL_TOKENS = CPU_MAX_TOTAL_TOKENS
-_LIVE: weakref.WeakSet[SGLangRuntime] = weakref.WeakSet()
 
 
 class RuntimeStartError(RuntimeError):
     """The SGLang server could not be started; the message holds its log tail."""
-
-
-def cpu_server_env(base: dict[str, str] | None = None) -> dict[str, str]:
-    """Environment for an SGLang server on CPU (shims only where needed)."""
-    return server_env("cpu", base)
 
 
 class SGLangRuntime:
@@ -154,7 +147,6 @@ class SGLangRuntime:
         if self.port is None:
             self.port = free_port(self.host)
         self.proc = spawn_group(self.command(), self.log_path, env=server_env(self.device))
-        _LIVE.add(self)
         return self
 
     def wait_ready(self) -> None:
@@ -179,16 +171,14 @@ class SGLangRuntime:
         if self.port is None or (self.proc is not None and self.proc.poll() is not None):
             return False
         try:
-            return requests.get(f"{self.url}/health", timeout=timeout).status_code == 200
-        except requests.RequestException:
+            return httpx.get(f"{self.url}/health", timeout=timeout).status_code == 200
+        except httpx.HTTPError:
             return False
 
-    def stop(self, grace: float = 3.0) -> None:
+    def stop(self, grace: float = STOP_GRACE_S) -> None:
         proc, self.proc = self.proc, None
-        if proc is None:
-            return
-        _LIVE.discard(self)
-        stop_group(proc, grace)
+        if proc is not None:
+            stop_group(proc, grace)
 
     def __enter__(self) -> SGLangRuntime:
         return self.start()
@@ -198,83 +188,3 @@ class SGLangRuntime:
 
     def __repr__(self) -> str:
         return f"SGLangRuntime({self.name!r}, url={self.url if self.port else None}, pid={self.pid})"
-
-
-# Two servers on one GPU: SGLang sizes each one's static memory as a fraction of what is free
-# when it starts, so the small one starts first with a small share, then the large one takes
-# most of the rest.  Override with --mem-fraction-static in either runtime's SGLang args.
-SHARED_GPU_SMALL_FRACTION = 0.25
-SHARED_GPU_LARGE_FRACTION = 0.80
-
-
-def split_shared_gpu(large: Sequence[SGLangRuntime], small: Sequence[SGLangRuntime]) -> bool:
-    """Give each runtime its share of a GPU that large and small runtimes share (unless the user
-    set one); True when they share one, so the small ones must start first."""
-    large_gpus = frozenset().union(*(r.gpu_ids for r in large))
-    shared = bool(large_gpus & frozenset().union(*(r.gpu_ids for r in small)))
-    if shared:
-        for group, frac in ((large, SHARED_GPU_LARGE_FRACTION), (small, SHARED_GPU_SMALL_FRACTION)):
-            for rt in group:
-                if rt.mem_fraction_static is None and "--mem-fraction-static" not in rt.sglang_args:
-                    rt.mem_fraction_static = frac
-    return shared
-
-
-class RuntimePair:
-    """The large and the small runtime of a RelayGen pair, started together.
-
-    ``large_args``/``small_args`` are each runtime's own SGLang arguments; ``speculative``
-    applies to the large runtime only; every other keyword goes to both.  With replicas, use
-    :class:`~relaygen_sgl.runtime_pool.PoolPair`, which splits and orders start-up the same way.
-    """
-
-    def __init__(
-        self,
-        large: str | Path,
-        small: str | Path,
-        *,
-        large_args: Sequence[str] = (),
-        small_args: Sequence[str] = (),
-        speculative: Speculative | None = None,
-        **common: object,
-    ) -> None:
-        self.large = SGLangRuntime(large, name="large", sglang_args=large_args, speculative=speculative,
-                                   **common)  # type: ignore[arg-type]  # fmt: skip
-        self.small = SGLangRuntime(small, name="small", sglang_args=small_args,
-                                   **common)  # type: ignore[arg-type]  # fmt: skip
-        self.shared_gpu = split_shared_gpu([self.large], [self.small])
-
-    def start(self) -> RuntimePair:
-        # Check both before starting either: a bad flag must not leave one server running.
-        self.large.check()
-        self.small.check()
-        try:
-            if self.shared_gpu:
-                self.small.start()  # its memory must be taken before the large one measures what is free
-                self.large.start()
-            else:
-                # Both load at once: start-up is mostly import and load time, not compute.
-                self.large.launch()
-                self.small.launch()
-                self.large.wait_ready()
-                self.small.wait_ready()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def stop(self) -> None:
-        self.small.stop()
-        self.large.stop()
-
-    def __enter__(self) -> RuntimePair:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
-@atexit.register
-def _stop_all() -> None:
-    for rt in list(_LIVE):
-        rt.stop(grace=3.0)

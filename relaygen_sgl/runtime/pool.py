@@ -1,4 +1,6 @@
-"""Replicas of one model: N SGLang workers and, when N > 1, one sglang-router in front.
+"""Starting and stopping runtimes: a pool is N SGLang workers of one model and, when N > 1, one
+sglang-router in front; a :class:`RuntimePair` is the large and the small pool of a relay (a
+plain pair is a pool of one worker each).  Which worker serves what is :mod:`.workers`' part.
 
 What sglang-router 0.3.2 (the ``sgl-model-gateway`` Rust binary in the wheel) does
 with the relay's traffic, measured on the tiny pair (tests/test_router.py) and read
@@ -9,14 +11,15 @@ in its source (``sgl-model-gateway/src/...`` in sgl-project/sglang):
   other field it does not know) is dropped without an error; ``input_ids``,
   ``rid``, ``no_stop_trim``, ``stop``, ``sampling_seed``, ``return_logprob`` pass.
   A relay turn sent through the router therefore never stops at a cue: the relay
-  has to send its turns to a worker itself (:meth:`RuntimePool.worker_for`), one
-  worker per relay request, until the router forwards ``stop_regex``.
+  sends its turns to a worker itself (:meth:`.workers.Workers.worker_for`, one worker
+  per relay request), until the router forwards ``stop_regex``.
 * The routing key header ``X-SMG-Routing-Key`` is forwarded to the worker and
   honoured by the ``manual`` and ``consistent_hashing`` policies (sticky per key);
   ``cache_aware`` ignores it and routes on a character radix tree of ``text`` (or of
   ``input_ids`` joined by spaces), which also keeps a growing relay context on one
   worker while the load is balanced.
-* ``/abort_request`` is not routed (404): :meth:`RuntimePool.abort` fans it out.
+* ``/abort_request`` is not routed (404): the relay aborts a call on the worker it sent
+  it to.
   ``/flush_cache`` is fanned out by the router; ``/get_model_info`` goes to the
   first healthy worker; ``/get_server_info`` answers with the router's own info.
 * The router answers ``/health`` 200 with no worker at all, and ``/get_model_info``
@@ -32,29 +35,24 @@ in its source (``sgl-model-gateway/src/...`` in sgl-project/sglang):
 
 from __future__ import annotations
 
-import atexit
-import hashlib
+import logging
 import subprocess
 import sys
 import tempfile
 import time
-import weakref
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import requests
+from relaygen_sgl.launch_options import Speculative
+from relaygen_sgl.runtime.process import STOP_GRACE_S, free_port, log_tail, spawn_group, stop_group
+from relaygen_sgl.runtime.server import SGLangRuntime
+from relaygen_sgl.runtime.workers import router_workers
 
-from relaygen_sgl.process_group import free_port, log_tail, spawn_group, stop_group
-from relaygen_sgl.runtimes import SGLangRuntime, split_shared_gpu
-
-ROUTING_KEY_HEADER = "X-SMG-Routing-Key"
+logger = logging.getLogger(__name__)
 DEFAULT_POLICY = "cache_aware"
-# The policies sglang-router 0.3.2 launches from its CLI, and whether they honour the routing key.
-POLICIES = {
-    "cache_aware": False, "manual": True, "round_robin": False, "random": False, "power_of_two": False,
-}  # fmt: skip
+# The policies sglang-router 0.3.2 launches from its CLI.
+POLICIES = ("cache_aware", "manual", "round_robin", "random", "power_of_two")
 # Health checks and circuit breaker tuned so a dead replica leaves the rotation within seconds
 # (the router's defaults: health checked every 60 s, breaker after 10 failures).
 ROUTER_FAULT_ARGS = (
@@ -64,70 +62,19 @@ ROUTER_FAULT_ARGS = (
     "--cb-failure-threshold", "3",
     "--cb-timeout-duration-secs", "10",
 )  # fmt: skip
-_LIVE: weakref.WeakSet[RuntimePool] = weakref.WeakSet()
 
 
 class PoolStartError(RuntimeError):
     """A worker or the router of a pool could not be started; the message says which."""
 
 
-@dataclass(frozen=True)
-class RoutingAffinity:
-    """What one call of a relay request carries so that all its calls meet the same replica."""
-
-    headers: dict[str, str]  # send with the HTTP request
-    body: dict[str, Any] = field(default_factory=dict)  # merge into the /generate body
-
-
-def routing_affinity(request_id: str, call_index: int | None = None) -> RoutingAffinity:
-    """Routing key (header) for every call of relay request ``request_id``, and its SGLang ``rid``.
-
-    The header makes the ``manual`` / ``consistent_hashing`` router policies send every
-    call of the request to one replica; ``rid`` (``<request_id>-<call_index>``, unique
-    per call because SGLang rejects a duplicate rid in flight) is what :meth:`RuntimePool.abort`
-    needs to stop the call that is running.
-    """
-    if not request_id or any(c in request_id for c in "\r\n"):
-        raise ValueError(f"routing key must be a non-empty single-line string, got {request_id!r}")
-    body = {} if call_index is None else {"rid": f"{request_id}-{call_index}"}
-    return RoutingAffinity(headers={ROUTING_KEY_HEADER: request_id}, body=body)
-
-
-def rank_workers(key: str, worker_urls: Sequence[str]) -> list[str]:
-    """``worker_urls`` in rendezvous-hash order for ``key``: the first is the key's home replica.
-
-    Stable across calls and processes, and when a worker leaves only the keys it was
-    home to move (to their second choice).
-    """
-
-    def score(url: str) -> bytes:
-        return hashlib.blake2b(f"{key}\0{url}".encode(), digest_size=8).digest()
-
-    return sorted(worker_urls, key=score, reverse=True)
-
-
-def router_workers(url: str, timeout: float = 5.0) -> list[dict[str, Any]] | None:
-    """The workers an sglang-router at ``url`` routes to (``GET /workers``); None if ``url`` is no router."""
-    try:
-        resp = requests.get(f"{url.rstrip('/')}/workers", timeout=timeout)
-    except requests.RequestException:
-        return None
-    if resp.status_code != 200:
-        return None  # an SGLang runtime has no /workers
-    try:
-        workers = resp.json().get("workers")
-    except ValueError:
-        return None
-    return workers if isinstance(workers, list) else None
-
-
 class RuntimePool:
     """``replicas`` SGLang workers for one model, behind one sglang-router when there are several.
 
-    ``url`` is what clients use (the router, or the single worker); ``worker_urls`` are
-    the workers themselves.  Everything is stopped by PID (process groups), on
-    ``stop()``, on context exit and at interpreter exit.  Use :meth:`attach` for
-    replicas started elsewhere (a router URL, or a plain runtime URL).
+    ``url`` is what clients use (the router, or the single worker); ``worker_urls`` are the
+    workers themselves.  ``worker_urls=`` instead of a model puts a router in front of workers
+    run elsewhere.  Everything started here is stopped by PID (process groups), on ``stop()``,
+    on context exit and at interpreter exit.
     """
 
     def __init__(
@@ -174,33 +121,14 @@ class RuntimePool:
             ]  # fmt: skip
         self.router_proc: subprocess.Popen[bytes] | None = None
         self._remote_workers = [u.rstrip("/") for u in worker_urls]  # run elsewhere, routed from here
-        self._external_url: str | None = None  # attach(): router and workers all run elsewhere
-        self._external_workers: list[str] = []
-
-    # -- attaching to replicas started elsewhere -----------------------------
-    @classmethod
-    def attach(cls, url: str, name: str | None = None) -> RuntimePool:
-        """A pool for a router or a runtime that someone else runs (starts and stops nothing)."""
-        pool = cls(None, name=name or url)
-        pool._external_url = url.rstrip("/")
-        workers = router_workers(pool._external_url)
-        pool._external_workers = [w["url"] for w in workers or [] if isinstance(w.get("url"), str)]
-        if workers is None:
-            pool._external_workers = [pool._external_url]  # a plain runtime: its own only worker
-        pool.replicas = len(pool._external_workers)
-        return pool
 
     # -- addresses -----------------------------------------------------------
     @property
     def has_router(self) -> bool:
-        if self._external_url is not None:
-            return self._external_workers != [self._external_url]
         return self.replicas > 1
 
     @property
     def url(self) -> str:
-        if self._external_url is not None:
-            return self._external_url
         if not self.has_router:
             return self.worker_urls[0]
         if self.router_port is None:
@@ -209,8 +137,6 @@ class RuntimePool:
 
     @property
     def worker_urls(self) -> list[str]:
-        if self._external_url is not None:
-            return list(self._external_workers)
         if self._remote_workers:
             return list(self._remote_workers)
         return [w.url for w in self.workers]
@@ -223,22 +149,42 @@ class RuntimePool:
             out["router"] = self.router_proc.pid
         return out  # type: ignore[return-value]
 
+    def worker_alive(self, url: str) -> bool:
+        """False once a worker this pool started has exited; True for workers run elsewhere."""
+        for w in self.workers:
+            if w.url == url:
+                return w.proc is not None and w.proc.poll() is None
+        return True  # external: only a health probe knows
+
+    def dead(self) -> str | None:
+        """Why this pool can serve no more (its router or every worker exited), or None.  A pool
+        that lost one replica goes on with the others (the relay routes around it)."""
+        if self.router_proc is not None and self.router_proc.poll() is not None:
+            return f"the sglang-router of pool {self.name} exited"
+        if self.workers and not any(self.worker_alive(w.url) for w in self.workers):
+            return f"every worker of pool {self.name} exited" if self.has_router \
+                else f"runtime {self.name} exited"  # fmt: skip
+        return None
+
     # -- lifecycle -----------------------------------------------------------
+    def check(self) -> None:
+        """What can be checked before anything starts (each worker's model folder, device, draft)."""
+        for w in self.workers:
+            w.check()
+
     def start(self) -> RuntimePool:
         """Start the workers (in parallel), then the router, and wait until it routes to all of them."""
         return start_pools(self)[0]
 
     def launch(self) -> RuntimePool:
         """Spawn the worker processes without waiting for them (see :func:`start_pools`)."""
-        if self._external_url is None:
-            _LIVE.add(self)
-            for w in self.workers:
-                w.launch()
+        for w in self.workers:
+            w.launch()
         return self
 
     def wait_ready(self) -> RuntimePool:
         """Wait for the workers, then start the router and wait until it routes to all of them."""
-        if self._external_url is not None or self.router_proc is not None:
+        if self.router_proc is not None:
             return self
         for w in self.workers:
             w.wait_ready()
@@ -287,7 +233,8 @@ class RuntimePool:
                     f"log {self.router_log_path} ends with:\n{log_tail(self.router_log_path, 30)}"
                 )
             listed = router_workers(self.url, timeout=2.0) or []
-            if want <= {w.get("url") for w in listed if w.get("is_healthy", True)}:
+            if want <= {w["url"] for w in listed if w.get("is_healthy", True)}:
+                logger.info("pool %s: router %s routes to %s", self.name, self.url, ", ".join(sorted(want)))
                 return
             time.sleep(0.3)
         raise PoolStartError(
@@ -296,104 +243,19 @@ class RuntimePool:
             f"{log_tail(self.router_log_path, 30)}"
         )
 
-    def stop(self, grace: float = 3.0) -> None:
+    def stop(self, grace: float = STOP_GRACE_S) -> None:
         """Stop the router, then every worker, each by its process group."""
         proc, self.router_proc = self.router_proc, None
         if proc is not None:
             stop_group(proc, grace)
         for w in self.workers:
             w.stop(grace=grace)
-        _LIVE.discard(self)
 
     def __enter__(self) -> RuntimePool:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-    # -- requests --------------------------------------------------------------
-    def worker_alive(self, url: str) -> bool:
-        """False once a worker this pool started has exited; True for workers run elsewhere."""
-        for w in self.workers:
-            if w.url == url:
-                return w.proc is not None and w.proc.poll() is None
-        return True  # external: only the health probe knows
-
-    def worker_for(self, key: str, exclude: Sequence[str] = ()) -> str:
-        """The replica that serves relay request ``key``: its rendezvous-hash home, or the next live one.
-
-        Every call of one relay request that goes here meets the same prefix cache; this is
-        how the relay keeps ``stop_regex`` (which the router drops) and affinity at once.
-        """
-        ranked = [u for u in rank_workers(key, self.worker_urls) if u not in exclude]
-        for url in ranked:
-            if self.worker_alive(url):
-                return url
-        if ranked:
-            return ranked[0]
-        raise RuntimeError(f"pool {self.name!r} has no worker left for {key!r}")
-
-    def health(self, timeout_s: float = 5.0) -> dict[str, Any]:
-        """Each worker's own ``/health``, the router's view of it, and whether the pool can serve."""
-        listed = {}
-        if self.has_router:
-            listed = {w.get("url"): w for w in (router_workers(self.url, timeout_s) or [])}
-        workers: dict[str, dict[str, Any]] = {}
-        for url in self.worker_urls:
-            entry: dict[str, Any] = {"healthy": self.worker_alive(url) and self._answers(url, timeout_s)}
-            if self.has_router:
-                seen = listed.get(url)
-                entry["routed"] = bool(seen and seen.get("is_healthy"))
-                entry["load"] = seen.get("load") if seen else None
-            workers[url] = entry
-        router: dict[str, Any] | None = None
-        if self.has_router:
-            running = self.router_proc is None or self.router_proc.poll() is None
-            policy = self.policy if self._external_url is None else None
-            alive = running and self._answers(self.url, timeout_s)
-            router = {"url": self.url, "alive": alive, "policy": policy}
-        healthy = sum(1 for w in workers.values() if w["healthy"] and w.get("routed", True))
-        return {
-            "name": self.name,
-            "url": self.url,
-            "ok": healthy > 0 and (router is None or router["alive"]),
-            "healthy_workers": healthy,
-            "total_workers": len(workers),
-            "router": router,
-            "workers": workers,
-        }
-
-    @staticmethod
-    def _answers(url: str, timeout_s: float) -> bool:
-        try:
-            return requests.get(f"{url}/health", timeout=timeout_s).status_code == 200
-        except requests.RequestException:
-            return False
-
-    def abort(self, rid: str, timeout_s: float = 10.0) -> dict[str, int | str]:
-        """Abort SGLang request ``rid`` wherever it runs: ``/abort_request`` on every worker.
-
-        sglang-router 0.3.2 has no ``/abort_request`` route (404), and only the worker that
-        runs ``rid`` knows it (the others ignore it), so this is sent to all of them.
-        Returns each worker's status code, or the error text where one did not answer.
-        """
-        if not rid:
-            raise ValueError("rid must be non-empty (an empty rid would abort everything)")
-        out: dict[str, int | str] = {}
-        for url in self.worker_urls:
-            try:
-                resp = requests.post(f"{url}/abort_request", json={"rid": rid}, timeout=timeout_s)
-                out[url] = resp.status_code
-            except requests.RequestException as e:
-                out[url] = f"{type(e).__name__}: {e}"
-        return out
-
-    def flush_cache(self, timeout_s: float = 30.0) -> None:
-        """Empty every worker's prefix cache (each waits up to ``timeout_s`` for running requests)."""
-        for url in self.worker_urls:
-            resp = requests.post(f"{url}/flush_cache", params={"timeout": timeout_s}, timeout=timeout_s + 10)
-            if resp.status_code != 200:
-                raise RuntimeError(f"{url} did not flush its cache: {resp.status_code} {resp.text[:160]}")
 
     def describe(self) -> dict[str, Any]:
         """URLs, PIDs and logs of what this pool started (``relaygen serve-runtimes`` prints it)."""
@@ -424,6 +286,8 @@ def start_pools(*pools: RuntimePool) -> tuple[RuntimePool, ...]:
     """Start several pools at once: every worker loads in parallel (start-up is mostly imports)."""
     try:
         for pool in pools:
+            pool.check()  # a bad flag or folder must not leave the other workers running
+        for pool in pools:
             pool.launch()
         for pool in pools:
             pool.wait_ready()
@@ -434,26 +298,45 @@ def start_pools(*pools: RuntimePool) -> tuple[RuntimePool, ...]:
     return pools
 
 
-class PoolPair:
-    """The large and the small pool of a relay, started together.
+# Two servers on one GPU: SGLang sizes each one's static memory as a fraction of what is free
+# when it starts, so the small one starts first with a small share, then the large one takes
+# most of the rest.  Override with --mem-fraction-static in either runtime's SGLang args.
+SHARED_GPU_SMALL_FRACTION = 0.25
+SHARED_GPU_LARGE_FRACTION = 0.80
 
-    :class:`~relaygen_sgl.runtimes.RuntimePair` with replicas: ``large_args``/``small_args`` go
-    to every worker of that model, ``speculative`` to the large ones, the rest to all; workers
-    that share a GPU get the same memory split, and the small pool starts first; otherwise every
-    worker loads at once.
+
+def split_shared_gpu(large: Sequence[SGLangRuntime], small: Sequence[SGLangRuntime]) -> bool:
+    """Give each runtime its share of a GPU that large and small runtimes share (unless the user
+    set one); True when they share one, so the small ones must start first."""
+    large_gpus = frozenset().union(*(r.gpu_ids for r in large))
+    shared = bool(large_gpus & frozenset().union(*(r.gpu_ids for r in small)))
+    if shared:
+        for group, frac in ((large, SHARED_GPU_LARGE_FRACTION), (small, SHARED_GPU_SMALL_FRACTION)):
+            for rt in group:
+                if rt.mem_fraction_static is None and "--mem-fraction-static" not in rt.sglang_args:
+                    rt.mem_fraction_static = frac
+    return shared
+
+
+class RuntimePair:
+    """The large and the small pool of a relay, started together (one worker each by default).
+
+    ``large_args``/``small_args`` go to every worker of that model, ``speculative`` to the large
+    ones, every other keyword to all.  Workers that share a GPU get their memory split and the
+    small pool starts first; otherwise every worker loads at once.
     """
 
     def __init__(self, large: str | Path, small: str | Path, *, large_replicas: int = 1,
                  small_replicas: int = 1, large_args: Sequence[str] = (), small_args: Sequence[str] = (),
-                 speculative: Any = None, **common: Any) -> None:  # fmt: skip
+                 speculative: Speculative | None = None, **common: Any) -> None:  # fmt: skip
         self.large = RuntimePool(large, large_replicas, name="large", sglang_args=large_args,
                                  speculative=speculative, **common)  # fmt: skip
         self.small = RuntimePool(small, small_replicas, name="small", sglang_args=small_args, **common)
         self.shared_gpu = split_shared_gpu(self.large.workers, self.small.workers)
 
-    def start(self) -> PoolPair:
-        for w in (*self.large.workers, *self.small.workers):
-            w.check()  # a bad flag or folder must not leave the other workers running
+    def start(self) -> RuntimePair:
+        self.large.check()  # both before either starts: a bad flag must not leave one running
+        self.small.check()
         if self.shared_gpu:
             try:  # the small workers take their memory before the large ones measure what is free
                 start_pools(self.small)
@@ -469,14 +352,12 @@ class PoolPair:
         self.small.stop()
         self.large.stop()
 
-    def __enter__(self) -> PoolPair:
+    def dead(self) -> str | None:
+        """Why the pair can serve no more, or None (see :meth:`RuntimePool.dead`)."""
+        return self.large.dead() or self.small.dead()
+
+    def __enter__(self) -> RuntimePair:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-@atexit.register
-def _stop_all() -> None:
-    for pool in list(_LIVE):
-        pool.stop(grace=3.0)

@@ -1,20 +1,29 @@
 """Child processes owned by PID: each in its own process group, killed with its parent.
 
-Shared by the SGLang runtimes (:mod:`relaygen_sgl.runtimes`) and the routers in front of
-replicas (:mod:`relaygen_sgl.runtime_pool`), so both start, watch and stop their servers alike.
+The SGLang servers (:mod:`.server`) and the routers in front of replicas (:mod:`.pool`) are
+started with :func:`spawn_group` and stopped with :func:`stop_group`.  What is started and not
+yet stopped is kept in one registry, which one ``atexit`` hook empties: a process that exits
+normally leaves nothing running (one killed by SIGKILL takes its groups along through
+``PR_SET_PDEATHSIG``).
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import ctypes
+import logging
 import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+logger = logging.getLogger(__name__)
+STOP_GRACE_S = 3.0
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -38,12 +47,40 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG (Linux)
 
 
+class _Registry:
+    """The process groups this interpreter started and has not stopped, oldest first."""
+
+    def __init__(self) -> None:
+        self._procs: dict[int, subprocess.Popen[bytes]] = {}
+        self._lock = threading.Lock()
+
+    def add(self, proc: subprocess.Popen[bytes]) -> None:
+        with self._lock:
+            self._procs[proc.pid] = proc
+
+    def discard(self, proc: subprocess.Popen[bytes]) -> None:
+        with self._lock:
+            self._procs.pop(proc.pid, None)
+
+    def stop_all(self) -> None:
+        """Newest first: a router goes before the workers behind it."""
+        with self._lock:
+            procs = list(self._procs.values())[::-1]
+        for proc in procs:
+            stop_group(proc)
+
+
+_REGISTRY = _Registry()
+atexit.register(_REGISTRY.stop_all)
+
+
 def spawn_group(command: Sequence[str], log_path: Path,
                 env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:  # fmt: skip
-    """Start ``command`` as the leader of a new process group, stdout and stderr to ``log_path``."""
+    """Start ``command`` as the leader of a new process group, stdout and stderr to ``log_path``;
+    it is stopped at interpreter exit unless :func:`stop_group` stopped it before."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "wb") as log:  # the child keeps its own descriptor
-        return subprocess.Popen(
+        proc = subprocess.Popen(
             list(command),
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -52,6 +89,9 @@ def spawn_group(command: Sequence[str], log_path: Path,
             start_new_session=True,  # own process group: stop_group() takes the children too
             preexec_fn=_die_with_parent,
         )
+    _REGISTRY.add(proc)
+    logger.info("started pid %d: %s (log %s)", proc.pid, " ".join(command[:4]), log_path)
+    return proc
 
 
 def process_group_alive(pgid: int) -> bool:
@@ -64,9 +104,10 @@ def process_group_alive(pgid: int) -> bool:
     return True
 
 
-def stop_group(proc: subprocess.Popen[bytes], grace: float = 3.0) -> bool:
+def stop_group(proc: subprocess.Popen[bytes], grace: float = STOP_GRACE_S) -> bool:
     """SIGTERM the group, then SIGKILL what is left (children may outlive their leader); True
     when the whole group is gone within ``grace`` seconds of the last signal."""
+    _REGISTRY.discard(proc)
     for sig in (signal.SIGTERM, signal.SIGKILL):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, sig)
@@ -77,4 +118,5 @@ def stop_group(proc: subprocess.Popen[bytes], grace: float = 3.0) -> bool:
         if not process_group_alive(proc.pid):
             return True
         time.sleep(0.05)
+    logger.warning("process group %d outlived SIGKILL by %.0f s", proc.pid, grace)
     return False
