@@ -230,11 +230,11 @@ def _timed(p: Any, mode: str, *, pair: Any, profile: Any, sampling: dict[str, An
     """One timed request: its stats' summary, per-token latency and every call's record."""
     from dataclasses import asdict
 
-    from relaygen_sgl.relay import relay_generate
+    from relaygen_sgl.relay import RelayConfig, relay_generate
 
-    res = relay_generate(messages=p.messages(), large=pair, profile=profile,
-                         mode=mode, sampling=sampling, max_tokens=max_tokens,  # type: ignore[arg-type]
+    config = RelayConfig(mode=mode, max_tokens=max_tokens, sampling=sampling,  # type: ignore[arg-type]
                          seed=sampling.get("sampling_seed"))  # fmt: skip
+    res = relay_generate(messages=p.messages(), large=pair, config=config, profile=profile)
     st = res.stats.summary()
     per_token = round(st["latency_s"] / st["output_tokens"], 6) if st["output_tokens"] else None
     return {**st, "per_token_s": per_token, "call_records": [asdict(c) for c in res.stats.calls]}

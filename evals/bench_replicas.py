@@ -6,7 +6,7 @@ test pair by default, or --large-model/--small-model).  Each round runs the same
 
 * ``1 replica``: every relay's large calls go to large worker 0 (a plain runtime URL);
 * ``2 replicas``: the relay is given the router URL, so each relay request stays on one
-  of the two workers (``RelayPair.client_for``), the requests spread over both.
+  of the two workers (``AsyncRelayPair.client_for``), the requests spread over both.
 
 Prefix caches are flushed before each arm's turn and the arm order alternates per round,
 so drift (other jobs on the machine, warm-up) hits both arms alike.  It prints a table
@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from relaygen_sgl.profile import CueProfile
-from relaygen_sgl.relay import RelayConfig, RelayError, RelayPair, RelayResult, aprepare, run_async
+from relaygen_sgl.relay import AsyncRelayPair, RelayConfig, RelayError, RelayResult, prepare, run
 from relaygen_sgl.runtime.client import RuntimeClient
 from relaygen_sgl.runtime.pool import RuntimePool, start_pools
 from relaygen_sgl.tiny_models import build_tiny_pair, tiny_profile
@@ -52,7 +52,7 @@ def _cache_ratios(r: RelayResult) -> list[float]:
 
 
 async def _run_arm(
-    pair: RelayPair, profile: CueProfile, requests: int, concurrency: int, max_tokens: int, seed: int
+    pair: AsyncRelayPair, profile: CueProfile, requests: int, concurrency: int, max_tokens: int, seed: int
 ) -> tuple[list[RelayResult], int, float]:
     """All relays of one arm's turn; returns the results, how many failed, and the wall time."""
     gate = asyncio.Semaphore(concurrency)
@@ -63,8 +63,8 @@ async def _run_arm(
         async with gate:
             cfg = RelayConfig(max_tokens=max_tokens, sampling={"temperature": 0.8, "sampling_seed": seed + i})
             try:
-                m = await aprepare(pair, cfg, messages=_messages(i), profile=profile)
-                return await run_async(m, pair)
+                m = await prepare(pair, cfg, messages=_messages(i), profile=profile)
+                return await run(m, pair)
             except RelayError:
                 failed += 1
                 return None
@@ -161,8 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     start_pools(large, small)
     try:
         pairs = {
-            "1 replica": lambda: RelayPair(large.worker_urls[0], small.url),
-            "2 replicas": lambda: RelayPair(large.url, small.url),
+            "1 replica": lambda: AsyncRelayPair(large.worker_urls[0], small.url),
+            "2 replicas": lambda: AsyncRelayPair(large.url, small.url),
         }
         for arm in ARMS:  # warm-up: tokenizers, first-request paths, on every worker
             asyncio.run(_run_arm(pairs[arm](), profile, 4, 4, 16, seed=10_000))

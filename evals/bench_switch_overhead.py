@@ -16,7 +16,7 @@ from pathlib import Path
 
 from relaygen_sgl.pair_args import add_runtime_args, pair_from_args
 from relaygen_sgl.profile import CueProfile
-from relaygen_sgl.relay import RelayPair, RelayResult, relay_generate
+from relaygen_sgl.relay import RelayConfig, RelayPair, RelayResult, relay_generate
 from relaygen_sgl.tiny_models import build_tiny_pair, tiny_profile
 
 
@@ -53,17 +53,17 @@ def main(argv: list[str] | None = None) -> int:
         stack.callback(pair.close)
         messages = [{"role": "user", "content": "What is 12 + 30?"}]
         # Warm both runtimes (tokenizers, first-request compile paths) before timing.
-        relay_generate(messages=messages, large=pair, profile=profile, max_tokens=16)
+        relay_generate(messages=messages, large=pair, config=RelayConfig(max_tokens=16), profile=profile)
         rows = []
         for i in range(args.requests):
             sampling = {"temperature": 0.8, "sampling_seed": i}
             relay = relay_generate(messages=messages, large=pair, profile=profile,
-                                   sampling=sampling, max_tokens=args.max_tokens)  # fmt: skip
+                                   config=RelayConfig(max_tokens=args.max_tokens, sampling=sampling))
             n = relay.stats.output_tokens
             # Same token count: the baseline ignores EOS and stops at the relay's length.
             fixed = {**sampling, "ignore_eos": True}
-            base = relay_generate(messages=messages, large=pair, mode="large_only", sampling=fixed,
-                                  max_tokens=n)  # fmt: skip
+            base = relay_generate(messages=messages, large=pair,
+                                  config=RelayConfig(mode="large_only", max_tokens=n, sampling=fixed))
             rows.append((relay, base))
     result = overhead(rows)
     print("| metric | value |\n|---|---|")

@@ -117,18 +117,17 @@ async def _pass(pair: Any, problems: Sequence[Any], mode: str, *, profile: Any,
     from tqdm import tqdm
 
     from evals.aio import bounded
-    from relaygen_sgl.relay import relay_generate_async
+    from relaygen_sgl.relay import RelayConfig, relay_generate_async
 
-    for client in pair.clients.values():  # each pass starts from cold prefix caches
-        try:
-            await client.aflush_cache()
-        except RuntimeError:  # only fairness is lost
-            pass
+    try:
+        await pair.aio.flush_cache()  # each pass starts from cold prefix caches
+    except RuntimeError:  # only fairness is lost
+        pass
 
     async def solve(i: int) -> Any:
-        return await relay_generate_async(messages=problems[i].messages(), large=pair, profile=profile,
-                                          mode=mode, max_tokens=max_tokens,
-                                          sampling={"temperature": 0.0})  # fmt: skip
+        config = RelayConfig(mode=mode, max_tokens=max_tokens, sampling={"temperature": 0.0})
+        return await relay_generate_async(messages=problems[i].messages(), large=pair, config=config,
+                                          profile=profile)  # fmt: skip
 
     t0 = time.perf_counter()
     results: dict[int, Any] = {}
@@ -173,7 +172,7 @@ async def _demo(args: argparse.Namespace, pair: Any, problems: Sequence[Any], pr
             base, base_wall = await _pass(pair, problems, "large_only", profile=profile,
                                           max_tokens=args.max_tokens)  # fmt: skip
     finally:
-        await pair.aclose()
+        await pair.aio.aclose()
     base_right = sum(grade(b.text, p.answer, thinking=thinks("auto", b.text, prompt("large_only", p)),
                            finish_reason=b.stats.finish_reason).correct
                      for p, b in zip(problems, base, strict=False))  # fmt: skip

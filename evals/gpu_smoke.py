@@ -22,7 +22,7 @@ from typing import Any
 
 from relaygen_sgl.launch_options import Speculative, resolve_device
 from relaygen_sgl.profile import CueProfile
-from relaygen_sgl.relay import RelayPair, relay_generate
+from relaygen_sgl.relay import RelayConfig, RelayPair, relay_generate
 from relaygen_sgl.runtime.pool import RuntimePair
 from relaygen_sgl.tiny_models import build_tiny_pair, tiny_profile
 
@@ -30,9 +30,9 @@ QUESTION = [{"role": "user", "content": "What is 12 + 30?"}]
 
 
 def _relay(pair: RelayPair, profile: CueProfile, mode: str, seeds: range) -> list[Any]:
-    return [relay_generate(messages=QUESTION, large=pair, profile=profile, mode=mode,  # type: ignore[arg-type]
-                           sampling={"temperature": 0.8, "sampling_seed": s}, max_tokens=200)
-            for s in seeds]  # fmt: skip
+    configs = [RelayConfig(mode=mode, max_tokens=200, sampling={"temperature": 0.8, "sampling_seed": s})  # type: ignore[arg-type]
+               for s in seeds]  # fmt: skip
+    return [relay_generate(messages=QUESTION, large=pair, config=c, profile=profile) for c in configs]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
                 assert r.stats.output_tokens > 0 and r.stats.small_tokens == 0
                 return f"{r.stats.output_tokens} tokens"
 
-            split = f"large {rp.large.mem_fraction_static}, small {rp.small.mem_fraction_static}"
+            fractions = [pool.workers[0].mem_fraction_static for pool in (rp.large, rp.small)]
+            split = f"large {fractions[0]}, small {fractions[1]}"
             check(f"shared GPU split ({split})", lambda: "both runtimes healthy")
             check("relay on CUDA", relay)
             check("large-only on CUDA", large_only)

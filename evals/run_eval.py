@@ -37,7 +37,7 @@ from evals.summary import markdown, plot, summarize
 from relaygen_sgl.jsonl import repair_jsonl
 from relaygen_sgl.pair_args import add_pair_args, open_pair, profile_from_args
 from relaygen_sgl.profile import CueProfile
-from relaygen_sgl.relay import MODES, RelayError, RelayPair, relay_generate_async, runtimes_used
+from relaygen_sgl.relay import MODES, RelayConfig, RelayError, RelayPair, relay_generate_async, runtimes_used
 
 __all__ = ["EvalIncomplete", "PROTOCOLS", "markdown", "run_eval", "summarize"]
 
@@ -128,11 +128,9 @@ class _Run:
         """One sample of one problem in one mode; the seed depends on (problem, sample), not the mode."""
         s = sample_seed(self.seed, i, k)
         mode, profile = variant(label, self.profile)
-        r = await relay_generate_async(
-            messages=p.messages(), large=self.pair, profile=profile, mode=mode,  # type: ignore[arg-type]
-            sampling={**self.sampling, "sampling_seed": s}, max_tokens=self.max_tokens,
-            seed=s, switch_rate=switch_rate,
-        )  # fmt: skip
+        config = RelayConfig(mode=mode, max_tokens=self.max_tokens,  # type: ignore[arg-type]
+                             sampling={**self.sampling, "sampling_seed": s}, seed=s, switch_rate=switch_rate)
+        r = await relay_generate_async(messages=p.messages(), large=self.pair, config=config, profile=profile)
         top = {"top_cues": len(profile.cues)} if "@" in label else {}
         return {"id": p.id, "sample": k, "expected": p.answer, **r.stats.summary(), "mode": label, **top,
                 "seed": s, "sampling": self.sampling, "concurrency": self.concurrency,
@@ -196,7 +194,7 @@ async def _run_modes(run: _Run, problems: list[Problem], modes: list[str], sampl
                 tp_records[mode] = rec_tp
                 tp_path.write_text(json.dumps(tp_records, indent=2))
     finally:
-        await run.pair.aclose()  # this loop's connections; the pair stays usable
+        await run.pair.aio.aclose()  # this loop's connections; the pair stays usable
     return failed
 
 

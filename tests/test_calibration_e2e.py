@@ -16,7 +16,7 @@ from relaygen_sgl.calibration.calibrate import calibrate
 from relaygen_sgl.calibration.io import CalibrationInputError, load_problems
 from relaygen_sgl.calibration.traces import generate_traces
 from relaygen_sgl.profile import CueProfile
-from relaygen_sgl.relay import relay_generate
+from relaygen_sgl.relay import RelayConfig, relay_generate
 from relaygen_sgl.runtime.process import free_port
 
 PROBLEMS = [f"What is {a} + {b}?" for a, b in ((12, 30), (7, 8), (21, 21), (5, 9), (33, 4), (2, 2))]
@@ -53,7 +53,7 @@ def test_calibration_produces_a_profile_the_runtime_loads(runtimes, tmp_path: Pa
     assert all(s.delta > 0 for s in res.stats if s.kept)
     # The runtime takes the profile as it is.
     r = relay_generate(messages=[{"role": "user", "content": PROBLEMS[0]}], large=runtimes.large,
-                       small=runtimes.small, profile=profile, max_tokens=60)  # fmt: skip
+                       small=runtimes.small, profile=profile, config=RelayConfig(max_tokens=60))  # fmt: skip
     assert r.stats.output_tokens > 0
     # Re-running finds everything done and gives the same profile.
     again = calibrate(large=runtimes.large.url, small=runtimes.small.url, out_dir=out,

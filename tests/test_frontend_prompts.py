@@ -18,7 +18,7 @@ from relaygen_sgl.frontend.prompts import Conversation, conversation, render_for
 from relaygen_sgl.frontend.sampling import native_body
 from relaygen_sgl.profile import Cue, CueProfile
 from relaygen_sgl.relay import RenderedPrompt
-from relaygen_sgl.relay.pair import adds_special_tokens, render_prompts
+from relaygen_sgl.relay.prompts import adds_special_tokens, render_prompts
 from relaygen_sgl.relay.request_rules import direct_reason, relay_config, stop_strings
 
 NOWHERE = "http://127.0.0.1:9"  # nothing listens: a refused profile must fail before any request

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import random
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,8 +18,9 @@ import pytest
 
 from relaygen_sgl.profile import Cue, CueProfile
 from relaygen_sgl.reasoning import THINK_END
-from relaygen_sgl.relay.drivers import run_async, run_sync
+from relaygen_sgl.relay.drivers import run
 from relaygen_sgl.relay.machine import CLOSE_THINK, Call, RelayMachine, TurnResult
+from relaygen_sgl.relay.sync import RelayPair
 from relaygen_sgl.relay.types import Delta, RelayConfig, RelayError, RelayResult
 from relaygen_sgl.runtime.client import GenerateResult, RuntimeUnavailable, StreamProgress
 
@@ -598,7 +599,7 @@ def test_callers_read_the_prompts_through_the_machine(ids: bool) -> None:
 
 # -- the drivers ---------------------------------------------------------------------------
 class ScriptedRuntimes:
-    """Both runtimes as the drivers see a RelayPair and its clients: every call, whichever
+    """Both runtimes as the driver sees an AsyncRelayPair and its clients: every call, whichever
     runtime it goes to, streams the next scripted turn; ``fail_at`` makes that call fail."""
 
     def __init__(self, turns: Sequence[Turn], fail_at: int | None = None) -> None:
@@ -625,33 +626,28 @@ class ScriptedRuntimes:
         ids = CODEC.encode(turn.text)
         return GenerateResult(turn.text, ids, len(prompt), len(ids), 0, turn.finish, turn.matched, 0.5)
 
-    def generate_body(self, body: dict[str, Any]) -> GenerateResult:
+    async def generate(self, body: dict[str, Any]) -> GenerateResult:
         return self._result(body, self._next(body))
 
-    def stream(self, body: dict[str, Any]) -> Iterator[StreamProgress | GenerateResult]:
+    async def stream(self, body: dict[str, Any]) -> AsyncIterator[StreamProgress | GenerateResult]:
         turn = self._next(body)
         for i in range(1, len(turn.text) + 1):
             yield StreamProgress(turn.text[:i], CODEC.encode(turn.text[:i]))
         yield self._result(body, turn)
 
-    def abort(self, rid: str) -> None:
+    async def abort(self, rid: str) -> None:
         self.aborted.append(rid)
 
-    async def agenerate_body(self, body: dict[str, Any]) -> GenerateResult:
-        return self.generate_body(body)
-
-    async def astream(self, body: dict[str, Any]) -> AsyncIterator[StreamProgress | GenerateResult]:
-        for item in self.stream(body):
-            yield item
-
-    async def aabort(self, rid: str) -> None:
-        self.abort(rid)
+    async def aclose(self) -> None:
+        pass
 
 
 def run_driver(how: str, m: RelayMachine, runtimes: ScriptedRuntimes, on_delta: Any = None) -> RelayResult:
+    """The async driver, or its sync face (a RelayPair over the same runtimes, on its own loop)."""
     if how == "sync":
-        return run_sync(m, runtimes, on_delta)  # type: ignore[arg-type]
-    return asyncio.run(run_async(m, runtimes, on_delta))  # type: ignore[arg-type]
+        with RelayPair.over(runtimes) as pair:  # type: ignore[arg-type]
+            return pair.run(m, on_delta)
+    return asyncio.run(run(m, runtimes, on_delta))  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("how", ["sync", "async"])

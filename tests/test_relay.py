@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import QUESTION
 
-from relaygen_sgl.relay import THINK_END, RelayError, RelayPair, relay_generate
+from relaygen_sgl.relay import THINK_END, RelayConfig, RelayError, RelayPair, relay_generate
 from relaygen_sgl.relay.machine import CLOSE_THINK
 from relaygen_sgl.runtime.process import process_group_alive
 from relaygen_sgl.runtime.server import SGLangRuntime
@@ -18,13 +18,10 @@ from relaygen_sgl.tiny_models import tiny_profile
 TINY_PROFILE = tiny_profile(min_large_tokens=5, max_small_tokens=24)
 
 
-def _run(runtimes, seed: int, **kw):
-    kw.setdefault("profile", TINY_PROFILE)
-    return relay_generate(
-        messages=QUESTION, large=runtimes.large, small=runtimes.small,
-        sampling={"temperature": 0.8, "sampling_seed": seed}, max_tokens=kw.pop("max_tokens", 200),
-        **kw,
-    )  # fmt: skip
+def _run(runtimes, seed: int, *, profile=TINY_PROFILE, handoff="auto", **config):
+    config = {"sampling": {"temperature": 0.8, "sampling_seed": seed}, "max_tokens": 200, **config}
+    return relay_generate(messages=QUESTION, large=runtimes.large, small=runtimes.small,
+                          config=RelayConfig(**config), profile=profile, handoff=handoff)
 
 
 @pytest.fixture(scope="module")
@@ -136,10 +133,8 @@ def test_runtime_dying_mid_request_is_a_clear_error(runtimes, tiny_pair, tmp_pat
         killer.start()
         t0 = time.monotonic()
         with pytest.raises(RelayError, match="small runtime failed") as err:
-            relay_generate(
-                messages=QUESTION, large=pair, mode="small_only",
-                sampling={"ignore_eos": True}, max_tokens=1800,
-            )  # fmt: skip
+            relay_generate(messages=QUESTION, large=pair, config=RelayConfig(
+                mode="small_only", sampling={"ignore_eos": True}, max_tokens=1800))
         killer.join()
         assert time.monotonic() - t0 < 60
         assert "not answering" in str(err.value)
@@ -169,14 +164,16 @@ def test_a_runtime_restarted_with_another_model_is_not_served_stale(runtimes, ti
     port = victim.port
     pair = RelayPair(runtimes.large, victim)
     try:
-        before = relay_generate(messages=QUESTION, large=pair, profile=TINY_PROFILE, max_tokens=60)
+        before = relay_generate(messages=QUESTION, large=pair, profile=TINY_PROFILE,
+                                config=RelayConfig(max_tokens=60))
         assert Path(pair.small.model_info["model_path"]) == tiny_pair.small
         victim.stop()
         with pytest.raises(RelayError):
-            relay_generate(messages=QUESTION, large=pair, mode="small_only", max_tokens=8)
+            relay_generate(messages=QUESTION, large=pair, config=RelayConfig(mode="small_only", max_tokens=8))
         victim = SGLangRuntime(tiny_pair.large, name="victim", port=port, log_dir=tmp_path / "b",
                                max_total_tokens=2048).start()  # fmt: skip
-        after = relay_generate(messages=QUESTION, large=pair, profile=TINY_PROFILE, max_tokens=60)
+        after = relay_generate(messages=QUESTION, large=pair, profile=TINY_PROFILE,
+                               config=RelayConfig(max_tokens=60))
         assert Path(pair.small.model_info["model_path"]) == tiny_pair.large
         assert pair.small.model_generation == 1
         assert before.stats.output_tokens and after.stats.output_tokens

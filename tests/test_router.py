@@ -3,7 +3,7 @@
 Two tiny-large replicas behind the router (cache-aware policy), the tiny small model
 direct.  What the router does with relay traffic is in relaygen_sgl/runtime/pool.py;
 the tests below pin each finding down, so a router upgrade that changes one shows here.
-The relay goes around the router for its own calls (RelayPair.client_for: one replica per
+The relay goes around the router for its own calls (AsyncRelayPair.client_for: one replica per
 relay request and model) and through it for everything else.
 
 The CLI test runs first and starts (and stops) its own servers, before the module's pools
@@ -29,14 +29,13 @@ import requests
 from conftest import start_relay_server, stop_process
 
 from relaygen_sgl.relay import (
+    AsyncRelayPair,
     RelayConfig,
     RelayError,
     RelayPair,
-    aprepare,
     prepare,
     relay_generate,
-    run_async,
-    run_sync,
+    run,
 )
 from relaygen_sgl.runtime.client import RuntimeClient
 from relaygen_sgl.runtime.pool import RuntimePool, start_pools
@@ -63,9 +62,9 @@ def _health(pool: RuntimePool) -> dict:
     """The pool's health as the relay reports it: each worker's own /health, and the router's."""
 
     async def go() -> dict:
-        pair = RelayPair(pool, pool)
+        pair = AsyncRelayPair(pool, pool)
         try:
-            return await pair.ahealth("large")
+            return await pair.health("large")
         finally:
             await pair.aclose()
 
@@ -228,13 +227,17 @@ def _assert_switches_reuse_cache(results) -> None:
     assert checked >= 2
 
 
+def _sampled(seed: int, max_tokens: int = 200) -> RelayConfig:
+    return RelayConfig(max_tokens=max_tokens, sampling={"temperature": 0.8, "sampling_seed": seed})
+
+
 def _request_id(result) -> str:
     return result.stats.calls[0].rid[:-6]  # rids are <request id>-<5 digits>
 
 
-def _keys_homed(pair: RelayPair, per_worker: int, prefix: str) -> dict[str, list[str]]:
+def _keys_homed(pair: AsyncRelayPair, per_worker: int, prefix: str) -> dict[str, list[str]]:
     """Request ids whose large replica is each worker in turn: ``per_worker`` of each."""
-    reps = pair.replicas["large"]
+    reps = pair.workers["large"]
     homes: dict[str, list[str]] = {u: [] for u in reps.urls}
     i = 0
     while any(len(v) < per_worker for v in homes.values()):
@@ -261,7 +264,7 @@ def test_pool_is_routable_as_soon_as_it_is_started(pools):
     assert not small.has_router and small.url == small.worker_urls[0]
     h = _health(large)
     assert h["ok"] and h["healthy_workers"] == 2 and h["router"]["alive"]
-    assert all(w["healthy"] for w in h["workers"].values())
+    assert all(w["healthy"] and w["routed"] for w in h["workers"].values())
     assert _health(small)["ok"] and _health(small)["router"] is None
     # What a relay server given only the URL sees: the router lists the workers, a runtime has none.
     assert sorted(w["url"] for w in router_workers(large.url) or []) == sorted(large.worker_urls)
@@ -295,13 +298,10 @@ def test_relay_pinned_to_one_replica_per_request_switches_and_reuses_cache(pools
     for seed in range(4):
         key = f"relay-{seed}"
         homes.append(_home(large, key))
-        results.append(relay_generate(
-            messages=QUESTION, large=homes[-1], small=small.url, profile=TINY_PROFILE,
-            sampling={"temperature": 0.8, "sampling_seed": seed}, max_tokens=200,
-        ))  # fmt: skip
+        results.append(relay_generate(messages=QUESTION, large=homes[-1], small=small.url,
+                                      profile=TINY_PROFILE, config=_sampled(seed)))
     results += [relay_generate(messages=QUESTION, large=large, small=small, profile=TINY_PROFILE,
-                               sampling={"temperature": 0.8, "sampling_seed": 10 + seed}, max_tokens=200)
-                for seed in range(2)]  # fmt: skip
+                               config=_sampled(10 + seed)) for seed in range(2)]
     _assert_switches_reuse_cache(results)
     assert homes == [_home(large, f"relay-{s}") for s in range(4)]  # stable
 
@@ -311,33 +311,32 @@ def test_relay_through_the_router_url_switches_and_reuses_cache(pools):
     replica (so the cues fire and each switch after the first hits >= 90% of that runtime's
     previous context), and spreads requests over both replicas."""
     large, small = pools
-    pair = RelayPair(large.url, small.url)  # as a relay server gets it: a URL, workers found at /workers
-    pair.refresh()
-    reps = pair.replicas["large"]
-    assert reps.is_router and sorted(reps.urls) == sorted(large.worker_urls)
-    assert not pair.replicas["small"].is_router and pair.client_for("small", "x") is pair.small
-    homes = _keys_homed(pair, 2, "relay-url")
-    keys = [k for ks in homes.values() for k in ks]
+    pair = AsyncRelayPair(large.url, small.url)  # as a relay server gets it: a URL, workers found at /workers
 
-    async def run_all() -> list:
+    async def run_all() -> tuple[dict[str, list[str]], list]:
+        await pair.refresh()
+        reps = pair.workers["large"]
+        assert reps.is_router and sorted(reps.urls) == sorted(large.worker_urls)
+        assert not pair.workers["small"].is_router and pair.client_for("small", "x") is pair.small
+        homes = _keys_homed(pair, 2, "relay-url")
+
         async def one(key: str, seed: int):
-            cfg = RelayConfig(max_tokens=200, sampling={"temperature": 0.8, "sampling_seed": seed})
-            m = await aprepare(pair, cfg, messages=QUESTION, profile=TINY_PROFILE, request_id=key)
-            return await run_async(m, pair)
+            m = await prepare(pair, _sampled(seed), messages=QUESTION, profile=TINY_PROFILE, request_id=key)
+            return await run(m, pair)
 
+        keys = [k for ks in homes.values() for k in ks]
         try:
-            return await asyncio.gather(*(one(k, i) for i, k in enumerate(keys)))  # all in flight at once
+            return homes, await asyncio.gather(*(one(k, i) for i, k in enumerate(keys)))  # all in flight
         finally:
             await pair.aclose()
 
-    results = asyncio.run(run_all())
-    assert [_request_id(r) for r in results] == keys
+    homes, results = asyncio.run(run_all())
+    assert [_request_id(r) for r in results] == [k for ks in homes.values() for k in ks]
     for home, ks in homes.items():
         assert all(pair.client_for("large", k).url == home for k in ks)
     # The sync driver and a fresh pair per call (relay_generate with the router URL) alike.
     results += [relay_generate(messages=QUESTION, large=large.url, small=small.url, profile=TINY_PROFILE,
-                               sampling={"temperature": 0.8, "sampling_seed": 20 + seed}, max_tokens=200)
-                for seed in range(2)]  # fmt: skip
+                               config=_sampled(20 + seed)) for seed in range(2)]
     _assert_switches_reuse_cache(results)
     switches = sum(r.stats.switches for r in results)
     print(f"\nrelay through the router URL: {len(results)} requests, {switches} switches, "
@@ -346,15 +345,15 @@ def test_relay_through_the_router_url_switches_and_reuses_cache(pools):
 
 def test_cancelled_relay_aborts_its_call_on_its_own_replica(pools):
     large, small = pools
-    pair = RelayPair(large.url, small.url)
+    pair = AsyncRelayPair(large.url, small.url)
     key = f"cancel-{uuid.uuid4().hex}"
     got: list = []
 
     async def go() -> float:
         cfg = RelayConfig(mode="large_only", max_tokens=1800, sampling={"ignore_eos": True})
-        m = await aprepare(pair, cfg, messages=QUESTION, request_id=key)
+        m = await prepare(pair, cfg, messages=QUESTION, request_id=key)
         home = RuntimeClient(pair.client_for("large", key).url)
-        task = asyncio.create_task(run_async(m, pair, on_delta=got.append))
+        task = asyncio.create_task(run(m, pair, on_delta=got.append))
         deadline = time.monotonic() + 120
         while not got:  # streaming from its replica
             assert time.monotonic() < deadline and not task.done(), "the relay never streamed"
@@ -526,15 +525,15 @@ def test_killed_replica_fails_its_in_flight_request_clearly_and_the_others_go_on
     pair.refresh()
     victim, survivor = large.worker_urls
     keys = [f"k{i}" for i in range(32)]
-    before = {k: pair.client_for("large", k).url for k in keys}
-    key = _keys_homed(pair, 1, "in-flight")[victim][0]
+    before = {k: pair.aio.client_for("large", k).url for k in keys}
+    key = _keys_homed(pair.aio, 1, "in-flight")[victim][0]
     done: dict = {}
     got: list = []
 
     def in_flight() -> None:
         cfg = RelayConfig(mode="large_only", max_tokens=1800, sampling={"ignore_eos": True})
         try:
-            done["result"] = run_sync(prepare(pair, cfg, messages=QUESTION, request_id=key), pair, got.append)
+            done["result"] = pair.run(pair.prepare(cfg, messages=QUESTION, request_id=key), got.append)
         except RelayError as e:
             done["error"] = e
         done["t"] = time.monotonic()
@@ -559,21 +558,20 @@ def test_killed_replica_fails_its_in_flight_request_clearly_and_the_others_go_on
     assert "large runtime failed" in str(err) and victim in str(err) and err.runtime == "large", err
     print(f"\nin-flight request failed {done['t'] - t_kill:.2f}s after the kill: {err}")
     # Only the dead replica's requests move.
-    after = {k: pair.client_for("large", k).url for k in keys}
+    after = {k: pair.aio.client_for("large", k).url for k in keys}
     assert set(after.values()) == {survivor}
     assert {k for k in keys if before[k] != after[k]} == {k for k in keys if before[k] == victim}
     # New requests succeed: on this pair (it saw the failure), over the pool objects (they see the
     # dead process), and with a fresh pair per call once the router's health check has noticed.
-    cfg = RelayConfig(max_tokens=120, sampling={"temperature": 0.8, "sampling_seed": 1})
-    again = run_sync(prepare(pair, cfg, messages=QUESTION, profile=TINY_PROFILE, request_id=key), pair)
-    pooled = relay_generate(messages=QUESTION, large=large, small=small, profile=TINY_PROFILE, max_tokens=120)
+    again = pair.run(pair.prepare(_sampled(1, 120), messages=QUESTION, profile=TINY_PROFILE, request_id=key))
+    pooled = relay_generate(messages=QUESTION, large=large, small=small, profile=TINY_PROFILE,
+                            config=RelayConfig(max_tokens=120))
     deadline = time.monotonic() + 60
     while any(w.get("is_healthy") for w in router_workers(large.url) or [] if w.get("url") == victim):
         assert time.monotonic() < deadline, "the router never noticed the dead replica"
         time.sleep(0.5)
     fresh = [relay_generate(messages=QUESTION, large=large.url, small=small.url, profile=TINY_PROFILE,
-                            sampling={"temperature": 0.8, "sampling_seed": i}, max_tokens=120)
-             for i in range(3)]  # fmt: skip
+                            config=_sampled(i, 120)) for i in range(3)]
     assert all(r.text for r in [again, pooled, *fresh])
     # The relay server: /health says which replica is gone and still serves (one large worker left).
     h = requests.get(f"{relay_server}/health", timeout=60)
@@ -604,7 +602,8 @@ def test_no_live_worker_is_a_fast_error_and_a_503_not_a_hang(pools, relay_server
             _kill(large, url)
     t0 = time.monotonic()
     with pytest.raises(RelayError, match="runtime 'large'") as err:
-        relay_generate(messages=QUESTION, large=large.url, small=small.url, mode="large_only", max_tokens=20)
+        relay_generate(messages=QUESTION, large=large.url, small=small.url,
+                       config=RelayConfig(mode="large_only", max_tokens=20))
     assert time.monotonic() - t0 < 15, err.value
     t0 = time.monotonic()
     r = requests.post(f"{relay_server}/v1/chat/completions", timeout=60,

@@ -28,7 +28,7 @@ from __future__ import annotations
 import threading
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -42,22 +42,18 @@ from sglang.lang.ir import SglSamplingParams
 from relaygen_sgl.cues import MAX_STOP_REGEX_BYTES
 from relaygen_sgl.frontend.prompts import conversation, render_for
 from relaygen_sgl.frontend.sampling import DEFAULT_MAX_NEW_TOKENS, native_body
-from relaygen_sgl.frontend.streaming import stream_relay
 from relaygen_sgl.profile import CueProfile
 from relaygen_sgl.relay import (
     Mode,
     RelayError,
     RelayMachine,
     RelayPair,
-    RelayResult,
     RenderedPrompt,
     Role,
-    prepare,
-    run_sync,
 )
 from relaygen_sgl.relay.pair import Handoff
 from relaygen_sgl.relay.request_rules import direct_reason, meta_info, relay_config
-from relaygen_sgl.runtime.client import RuntimeClient, RuntimeRequestError, RuntimeUnavailable
+from relaygen_sgl.runtime.client import AsyncRuntimeClient, RuntimeRequestError, RuntimeUnavailable
 
 _Chunk = tuple[str, dict[str, Any]]  # (text, meta info), as backends give them to the interpreter
 _SINGLE: dict[Role, Mode] = {"large": "large_only", "small": "small_only"}
@@ -127,7 +123,7 @@ class RelayBackend(BaseBackend):
         if reason is not None:
             return self._direct(single or "large", s, sampling_params, reason)
         m = self._machine(s, body, single)
-        r = run_sync(m, self.pair)
+        r = self.pair.run(m)
         return r.text, meta_info(r, m.request_id)
 
     def generate_stream(self, s: StreamExecutor, sampling_params: SglSamplingParams) -> Iterator[_Chunk]:
@@ -138,11 +134,10 @@ class RelayBackend(BaseBackend):
             yield from self._direct_stream(single or "large", s, sampling_params, reason)
             return
         m = self._machine(s, body, single)
-        for item in stream_relay(m, self.pair):
-            if isinstance(item, RelayResult):
-                yield "", meta_info(item, m.request_id)  # the deltas were all of the text
-            else:
-                yield item.text, {"id": m.request_id, "finish_reason": None, "relaygen_model": item.model}
+        with closing(self.pair.stream(m)) as deltas:  # closed early: the call in flight is aborted
+            for d in deltas:
+                yield d.text, {"id": m.request_id, "finish_reason": None, "relaygen_model": d.model}
+        yield "", meta_info(m.result(), m.request_id)  # the deltas were all of the text
 
     def select(self, s: StreamExecutor, choices: list[str], temperature: float,
                choices_method: ChoicesSamplingMethod | None = None) -> ChoicesDecision:  # fmt: skip
@@ -156,8 +151,7 @@ class RelayBackend(BaseBackend):
                 self._pins.pop(exe.sid, None)
 
     def flush_cache(self) -> None:
-        for c in self.pair.clients.values():
-            c.flush_cache()
+        self.pair.flush_cache()
 
     def get_server_info(self) -> dict[str, Any]:
         return self.large.get_server_info()
@@ -188,7 +182,7 @@ class RelayBackend(BaseBackend):
         prompts = {"large": RenderedPrompt(s.text_, templated=False)}
         if mode != "large_only":
             prompts["small"] = self._small_prompt(s)
-        return prepare(self.pair, config, prompts, profile=self.profile, handoff=self.handoff)
+        return self.pair.prepare(config, prompts, profile=self.profile, handoff=self.handoff)
 
     def _small_prompt(self, s: StreamExecutor) -> RenderedPrompt:
         conv = conversation(s.text_, s.messages_, s.cur_role, s.cur_role_begin_pos, self.chat_template)
@@ -197,7 +191,7 @@ class RelayBackend(BaseBackend):
         text = None
         if conv is not None:
             try:
-                tokenizer = self.pair.small.tokenizer
+                tokenizer = self.pair.tokenizer("small")
             except (RuntimeUnavailable, RuntimeRequestError) as e:
                 raise RelayError(f"could not prepare the relay: {e}", "small") from e
             text = render_for(conv, tokenizer, chat_template_kwargs=self.chat_template_kwargs,
@@ -313,10 +307,10 @@ def _url(runtime: Any) -> str:
     return url
 
 
-def _client(runtime: Any, name: Role) -> RuntimeClient:
+def _client(runtime: Any, name: Role) -> AsyncRuntimeClient:
     key = getattr(runtime, "api_key", None)  # a RuntimeEndpoint's
     headers = {"Authorization": f"Bearer {key}"} if key else None
-    return RuntimeClient(_url(runtime), name=name, headers=headers)
+    return AsyncRuntimeClient(_url(runtime), name=name, headers=headers)
 
 
 def _endpoint(runtime: Any, name: Role) -> RuntimeEndpoint:

@@ -1,18 +1,12 @@
-"""The relay: a sans-I/O state machine (:mod:`.machine`) with sync and async drivers."""
+"""The relay: a sans-I/O state machine (:mod:`.machine`), the async driver that runs it over
+HTTP (:mod:`.drivers`, over an :class:`AsyncRelayPair`), and their sync face (:mod:`.sync`)."""
 
 from relaygen_sgl.reasoning import THINK_END
-from relaygen_sgl.relay.drivers import (
-    aprepare,
-    new_request_id,
-    prepare,
-    relay_generate,
-    relay_generate_async,
-    run_async,
-    run_sync,
-    stream_async,
-)
+from relaygen_sgl.relay.drivers import new_request_id, prepare, relay_generate_async, run, stream
 from relaygen_sgl.relay.machine import Call, RelayMachine, TurnResult
-from relaygen_sgl.relay.pair import RelayPair, RenderedPrompt
+from relaygen_sgl.relay.pair import AsyncRelayPair
+from relaygen_sgl.relay.prompts import RenderedPrompt
+from relaygen_sgl.relay.sync import RelayPair, relay_generate
 from relaygen_sgl.relay.types import (
     MODES,
     CallRecord,
@@ -31,6 +25,7 @@ from relaygen_sgl.relay.types import (
 __all__ = [
     "MODES",
     "THINK_END",
+    "AsyncRelayPair",
     "Call",
     "CallRecord",
     "Delta",
@@ -46,13 +41,11 @@ __all__ = [
     "Role",
     "Segment",
     "TurnResult",
-    "aprepare",
     "new_request_id",
     "prepare",
     "relay_generate",
     "relay_generate_async",
-    "run_async",
-    "run_sync",
-    "stream_async",
+    "run",
     "runtimes_used",
+    "stream",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -47,12 +48,14 @@ class RelayConfig:
     max_tokens: int = 2048
     answer_model: Role = "small"
     sampling: dict[str, Any] = field(default_factory=dict)  # SGLang sampling params, both models
-    stop: tuple[str, ...] = ()  # the user's stop strings, applied to the relayed output
+    stop: str | Sequence[str] = ()  # the user's stop strings, applied to the relayed output
     seed: int | None = None  # random_switch's positions
     switch_rate: float | None = None  # random_switch: switches per large token
     thinking: bool | None = None  # None: decide from the prompt and output (reasoning.thinks)
 
     def __post_init__(self) -> None:
+        # One stop string or any sequence of them; the machine holds a tuple.
+        object.__setattr__(self, "stop", (self.stop,) if isinstance(self.stop, str) else tuple(self.stop))
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         if self.answer_model not in ("large", "small"):

@@ -1,14 +1,15 @@
-"""An HTTP client for one SGLang runtime's native API, sync and async over pooled httpx clients.
+"""An HTTP client for one SGLang runtime's native API: :class:`AsyncRuntimeClient` over pooled
+httpx connections, and :class:`RuntimeClient`, its sync face (the same calls on a private loop).
 
 The relay needs what the OpenAI routes do not give: ``input_ids`` in and ``output_ids`` out
 (token-id handoff), ``stop_regex``, ``rid`` (abort) and ``meta_info["cached_tokens"]`` (the
-RadixAttention prefix hit).  Both flavours share the request building and the parsing here;
-only the transport differs.
+RadixAttention prefix hit).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import threading
 import time
@@ -18,6 +19,10 @@ from typing import Any
 
 import httpx
 import orjson
+
+from relaygen_sgl.private_loop import PrivateLoop
+
+logger = logging.getLogger(__name__)
 
 
 class RuntimeUnavailable(RuntimeError):
@@ -86,8 +91,9 @@ def _result(out: dict[str, Any], name: str, latency: float) -> GenerateResult:
     )
 
 
-def _body(text: str | None, input_ids: list[int] | None, sampling_params: dict[str, Any] | None,
-          extra: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+def generate_body(*, text: str | None = None, input_ids: list[int] | None = None,
+                  sampling_params: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:  # fmt: skip
+    """A ``/generate`` body: one prompt (text or token ids), its sampling params, other fields."""
     if (text is None) == (input_ids is None):
         raise ValueError("pass exactly one of text= or input_ids=")
     body: dict[str, Any] = {"sampling_params": dict(sampling_params or {}), **extra}
@@ -131,8 +137,9 @@ class _StreamState:
         return _result(self.last, self.name, latency)
 
 
-class RuntimeClient:
-    """Calls one SGLang server.  Thread-safe (one pooled httpx client per flavour).
+class AsyncRuntimeClient:
+    """Calls one SGLang server.  Usable from any event loop (each gets its own pooled
+    connections) and any thread.
 
     The model behind the URL is read from ``/get_model_info`` and re-read after the runtime
     has been unreachable, so a runtime restarted on the same port with another model never
@@ -145,9 +152,7 @@ class RuntimeClient:
         self.name = name or self.url
         self.timeout = httpx.Timeout(timeout_s, connect=min(CONNECT_TIMEOUT_S, timeout_s))
         self.headers = dict(headers or {})
-        self._sync: httpx.Client | None = None
-        self._async: httpx.AsyncClient | None = None
-        self._async_loop: asyncio.AbstractEventLoop | None = None
+        self._http: dict[asyncio.AbstractEventLoop, httpx.AsyncClient] = {}
         self._lock = threading.Lock()
         self._model_info: dict[str, Any] | None = None
         self._tokenizer: Any = None
@@ -155,31 +160,30 @@ class RuntimeClient:
         self.model_generation = 0
 
     @classmethod
-    def of(cls, runtime: RuntimeClient | str | Any, name: str | None = None) -> RuntimeClient:
-        """Accept a client, a URL, or anything with a ``url`` (an SGLangRuntime)."""
-        if isinstance(runtime, RuntimeClient):
+    def of(cls, runtime: AsyncRuntimeClient | RuntimeClient | str | Any,
+           name: str | None = None) -> AsyncRuntimeClient:  # fmt: skip
+        """Accept a client, a URL, or anything with a ``url`` (an SGLangRuntime, a RuntimePool)."""
+        if isinstance(runtime, AsyncRuntimeClient):
             return runtime
+        if isinstance(runtime, RuntimeClient):
+            return runtime.aio
         url = runtime if isinstance(runtime, str) else getattr(runtime, "url", None)
         if isinstance(url, str):
             return cls(url, name=name or getattr(runtime, "name", None))
         raise TypeError(f"expected a RuntimeClient, URL or SGLangRuntime, got {runtime!r}")
 
-    # -- transports ------------------------------------------------------------------------
+    # -- transport -------------------------------------------------------------------------
     @property
-    def sync_client(self) -> httpx.Client:
-        with self._lock:
-            if self._sync is None:
-                self._sync = httpx.Client(timeout=self.timeout, limits=POOL_LIMITS, headers=self.headers)
-            return self._sync
-
-    @property
-    def async_client(self) -> httpx.AsyncClient:
-        # An AsyncClient belongs to the loop it was made in; a new loop (asyncio.run) gets its own.
+    def http(self) -> httpx.AsyncClient:
+        """The running loop's pooled connections (an httpx client belongs to one loop)."""
         loop = asyncio.get_running_loop()
-        if self._async is None or self._async_loop is not loop:
-            self._async = httpx.AsyncClient(timeout=self.timeout, limits=POOL_LIMITS, headers=self.headers)
-            self._async_loop = loop
-        return self._async
+        with self._lock:
+            for old in [lp for lp in self._http if lp.is_closed()]:
+                del self._http[old]
+            if loop not in self._http:
+                self._http[loop] = httpx.AsyncClient(timeout=self.timeout, limits=POOL_LIMITS,
+                                                     headers=self.headers)  # fmt: skip
+            return self._http[loop]
 
     def _unavailable(self, e: Exception) -> RuntimeUnavailable:
         self._stale = True  # it may come back with another model
@@ -197,59 +201,41 @@ class RuntimeClient:
                 f"runtime {self.name!r} rejected the request with HTTP {resp.status_code}: {body[:500]}"
             )
 
-    def _request(self, method: str, path: str, **kw: Any) -> httpx.Response:
+    async def request(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        """``method path`` on the runtime; a fault is RuntimeUnavailable, a 4xx RuntimeRequestError."""
         try:
-            resp = self.sync_client.request(method, f"{self.url}{path}", **kw)
-        except httpx.HTTPError as e:
-            raise self._unavailable(e) from e
-        self._check(resp, resp.text)
-        return resp
-
-    async def _arequest(self, method: str, path: str, **kw: Any) -> httpx.Response:
-        try:
-            resp = await self.async_client.request(method, f"{self.url}{path}", **kw)
+            resp = await self.http.request(method, f"{self.url}{path}", **kw)
         except httpx.HTTPError as e:
             raise self._unavailable(e) from e
         self._check(resp, resp.text)
         return resp
 
     # -- model info and tokenizer ----------------------------------------------------------
-    def health(self, timeout_s: float = 5.0) -> bool:
+    async def health(self, timeout_s: float = 5.0) -> bool:
         try:
-            return self._request("GET", "/health", timeout=timeout_s).status_code == 200
+            return (await self.request("GET", "/health", timeout=timeout_s)).status_code == 200
         except (RuntimeUnavailable, RuntimeRequestError):
             return False
 
-    async def ahealth(self, timeout_s: float = 5.0) -> bool:
-        try:
-            return (await self._arequest("GET", "/health", timeout=timeout_s)).status_code == 200
-        except (RuntimeUnavailable, RuntimeRequestError):
-            return False
-
-    def _set_model_info(self, info: dict[str, Any]) -> dict[str, Any]:
-        with self._lock:
-            old = self._model_info
-            if old is not None and old.get("model_path") != info.get("model_path"):
-                self._tokenizer = None
-                self.model_generation += 1
-            self._model_info, self._stale = info, False
+    async def model_info(self) -> dict[str, Any]:
+        if self._model_info is None or self._stale:
+            info = (await self.request("GET", "/get_model_info", timeout=30)).json()
+            with self._lock:
+                old = self._model_info
+                if old is not None and old.get("model_path") != info.get("model_path"):
+                    self._tokenizer = None
+                    self.model_generation += 1
+                self._model_info, self._stale = info, False
             return info
-
-    @property
-    def model_info(self) -> dict[str, Any]:
-        if self._model_info is None or self._stale:
-            return self._set_model_info(self._request("GET", "/get_model_info", timeout=30).json())
         return self._model_info
 
-    async def amodel_info(self) -> dict[str, Any]:
-        if self._model_info is None or self._stale:
-            resp = await self._arequest("GET", "/get_model_info", timeout=30)
-            return self._set_model_info(resp.json())
-        return self._model_info
+    async def tokenizer(self) -> Any:  # transformers.PreTrainedTokenizerBase
+        info = await self.model_info()
+        tok = self._tokenizer
+        # Loading reads files for a second or so: off the event loop.
+        return tok if tok is not None else await asyncio.to_thread(self._load_tokenizer, info)
 
-    @property
-    def tokenizer(self) -> Any:  # transformers.PreTrainedTokenizerBase
-        info = self.model_info
+    def _load_tokenizer(self, info: dict[str, Any]) -> Any:
         with self._lock:
             if self._tokenizer is None:
                 from transformers import AutoTokenizer
@@ -258,72 +244,36 @@ class RuntimeClient:
                 self._tokenizer = AutoTokenizer.from_pretrained(path)
             return self._tokenizer
 
-    async def atokenizer(self) -> Any:
-        await self.amodel_info()
-        if self._tokenizer is None:
-            # Loading reads files for a second or so: off the event loop.
-            return await asyncio.to_thread(lambda: self.tokenizer)
-        return self._tokenizer
-
-    def server_info(self) -> dict[str, Any]:
+    async def server_info(self) -> dict[str, Any]:
         """``/server_info`` (``/get_server_info`` on older SGLang): the runtime's limits."""
         try:
-            return self._request("GET", "/server_info", timeout=60).json()
+            return (await self.request("GET", "/server_info", timeout=60)).json()
         except RuntimeRequestError:
-            return self._request("GET", "/get_server_info", timeout=60).json()
+            return (await self.request("GET", "/get_server_info", timeout=60)).json()
 
-    def tokenize(self, text: str, add_special_tokens: bool = True) -> list[int]:
+    async def tokenize(self, text: str, add_special_tokens: bool = True) -> list[int]:
         """The ids the runtime itself makes of ``text`` (its tokenizer, its settings); where it
         has no ``/tokenize`` (sglang-router does not route it), the local tokenizer's."""
         body = {"prompt": text, "add_special_tokens": add_special_tokens}
         try:
-            return list(self._request("POST", "/tokenize", json=body, timeout=60).json()["tokens"])
+            return list((await self.request("POST", "/tokenize", json=body, timeout=60)).json()["tokens"])
         except RuntimeRequestError:
-            return list(self.tokenizer.encode(text, add_special_tokens=add_special_tokens))
-
-    async def atokenize(self, text: str, add_special_tokens: bool = True) -> list[int]:
-        body = {"prompt": text, "add_special_tokens": add_special_tokens}
-        try:
-            return list((await self._arequest("POST", "/tokenize", json=body, timeout=60)).json()["tokens"])
-        except RuntimeRequestError:
-            tok = await self.atokenizer()
+            tok = await self.tokenizer()
             return list(tok.encode(text, add_special_tokens=add_special_tokens))
 
     # -- generation ------------------------------------------------------------------------
-    def generate(self, *, text: str | None = None, input_ids: list[int] | None = None,
-                 sampling_params: dict[str, Any] | None = None, **extra: Any) -> GenerateResult:  # fmt: skip
-        return self.generate_body(_body(text, input_ids, sampling_params, extra))
-
-    def generate_body(self, body: dict[str, Any]) -> GenerateResult:
+    async def generate(self, body: dict[str, Any]) -> GenerateResult:
+        """``/generate`` with ``body`` (see :func:`generate_body`), not streamed."""
         t0 = time.perf_counter()
-        out = self._request("POST", "/generate", json=body).json()
+        out = (await self.request("POST", "/generate", json=body)).json()
         return _result(out, self.name, time.perf_counter() - t0)
 
-    async def agenerate_body(self, body: dict[str, Any]) -> GenerateResult:
-        t0 = time.perf_counter()
-        out = (await self._arequest("POST", "/generate", json=body)).json()
-        return _result(out, self.name, time.perf_counter() - t0)
-
-    def stream(self, body: dict[str, Any]) -> Iterator[StreamProgress | GenerateResult]:
+    async def stream(self, body: dict[str, Any]) -> AsyncIterator[StreamProgress | GenerateResult]:
         """Streamed ``/generate``: progress chunks, then the GenerateResult."""
         t0, state = time.perf_counter(), _StreamState(self.name)
         try:
             body = {**body, "stream": True}
-            with self.sync_client.stream("POST", f"{self.url}/generate", json=body) as resp:
-                if resp.status_code >= 400:
-                    self._check(resp, resp.read().decode(errors="replace"))
-                for line in resp.iter_lines():
-                    if (p := state.feed(line)) is not None:
-                        yield p
-        except httpx.HTTPError as e:
-            raise self._unavailable(e) from e
-        yield state.result(time.perf_counter() - t0)
-
-    async def astream(self, body: dict[str, Any]) -> AsyncIterator[StreamProgress | GenerateResult]:
-        t0, state = time.perf_counter(), _StreamState(self.name)
-        try:
-            async with self.async_client.stream("POST", f"{self.url}/generate",
-                                                json={**body, "stream": True}) as resp:  # fmt: skip
+            async with self.http.stream("POST", f"{self.url}/generate", json=body) as resp:
                 if resp.status_code >= 400:
                     self._check(resp, (await resp.aread()).decode(errors="replace"))
                 async for line in resp.aiter_lines():
@@ -333,39 +283,103 @@ class RuntimeClient:
             raise self._unavailable(e) from e
         yield state.result(time.perf_counter() - t0)
 
-    def abort(self, rid: str) -> None:
+    async def abort(self, rid: str) -> None:
         try:
-            self._request("POST", "/abort_request", json={"rid": rid}, timeout=10)
+            await self.request("POST", "/abort_request", json={"rid": rid}, timeout=10)
         except (RuntimeUnavailable, RuntimeRequestError):
             pass  # a dead runtime runs nothing
 
-    async def aabort(self, rid: str) -> None:
-        try:
-            await self._arequest("POST", "/abort_request", json={"rid": rid}, timeout=10)
-        except (RuntimeUnavailable, RuntimeRequestError):
-            pass
+    async def flush_cache(self) -> None:
+        await self.request("POST", "/flush_cache", timeout=30)
 
-    def flush_cache(self) -> None:
-        self._request("POST", "/flush_cache", timeout=30)
-
-    async def aflush_cache(self) -> None:
-        await self._arequest("POST", "/flush_cache", timeout=30)
-
-    def running_requests(self) -> int:
+    async def running_requests(self) -> int:
         """How many requests the runtime is decoding or queueing now (``/v1/loads``)."""
-        loads = self._request("GET", "/v1/loads", params={"include": "core"}, timeout=10).json()["loads"]
+        resp = await self.request("GET", "/v1/loads", params={"include": "core"}, timeout=10)
+        loads = resp.json()["loads"]
         return sum(int(x.get("num_running_reqs", 0)) + int(x.get("num_waiting_reqs", 0)) for x in loads)
 
-    def close(self) -> None:
-        if self._sync is not None:
-            self._sync.close()
-            self._sync = None
-
     async def aclose(self) -> None:
-        if self._async is not None:
-            await self._async.aclose()
-            self._async = None
-        self.close()
+        """Close the running loop's connections (other loops' go with their loop)."""
+        with self._lock:
+            http = self._http.pop(asyncio.get_running_loop(), None)
+        if http is not None:
+            await http.aclose()
+
+    def __repr__(self) -> str:
+        return f"AsyncRuntimeClient({self.name!r}, {self.url})"
+
+
+class RuntimeClient:
+    """The sync face of an :class:`AsyncRuntimeClient` (``aio``): each call runs on a private
+    event loop, its own or one it is given (a :class:`~relaygen_sgl.relay.sync.RelayPair`'s).
+    Thread-safe."""
+
+    def __init__(self, url: str | AsyncRuntimeClient, name: str | None = None,
+                 timeout_s: float = DEFAULT_TIMEOUT_S, headers: dict[str, str] | None = None, *,
+                 loop: PrivateLoop | None = None) -> None:  # fmt: skip
+        if not isinstance(url, AsyncRuntimeClient):
+            url = AsyncRuntimeClient(url, name, timeout_s, headers)
+        self.aio = url
+        self.loop = loop or PrivateLoop(f"runtime-{self.aio.name}")
+        self._owns_loop = loop is None
+
+    @classmethod
+    def of(cls, runtime: RuntimeClient | AsyncRuntimeClient | str | Any,
+           name: str | None = None) -> RuntimeClient:  # fmt: skip
+        """Accept a client, a URL, or anything with a ``url`` (an SGLangRuntime, a RuntimePool)."""
+        return runtime if isinstance(runtime, RuntimeClient) else cls(AsyncRuntimeClient.of(runtime, name))
+
+    @property
+    def url(self) -> str:
+        return self.aio.url
+
+    @property
+    def name(self) -> str:
+        return self.aio.name
+
+    @property
+    def model_generation(self) -> int:
+        return self.aio.model_generation
+
+    @property
+    def model_info(self) -> dict[str, Any]:
+        return self.loop.run(self.aio.model_info())
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.loop.run(self.aio.tokenizer())
+
+    def health(self, timeout_s: float = 5.0) -> bool:
+        return self.loop.run(self.aio.health(timeout_s))
+
+    def server_info(self) -> dict[str, Any]:
+        return self.loop.run(self.aio.server_info())
+
+    def tokenize(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        return self.loop.run(self.aio.tokenize(text, add_special_tokens))
+
+    def generate(self, *, text: str | None = None, input_ids: list[int] | None = None,
+                 sampling_params: dict[str, Any] | None = None, **extra: Any) -> GenerateResult:  # fmt: skip
+        body = generate_body(text=text, input_ids=input_ids, sampling_params=sampling_params, **extra)
+        return self.loop.run(self.aio.generate(body))
+
+    def stream(self, body: dict[str, Any]) -> Iterator[StreamProgress | GenerateResult]:
+        return self.loop.iterate(self.aio.stream(body))
+
+    def abort(self, rid: str) -> None:
+        self.loop.run(self.aio.abort(rid))
+
+    def flush_cache(self) -> None:
+        self.loop.run(self.aio.flush_cache())
+
+    def running_requests(self) -> int:
+        return self.loop.run(self.aio.running_requests())
+
+    def close(self) -> None:
+        """Close the connections and stop the loop, if the loop is this client's own."""
+        if self._owns_loop:
+            self.loop.run(self.aio.aclose())
+            self.loop.close()
 
     def __repr__(self) -> str:
         return f"RuntimeClient({self.name!r}, {self.url})"

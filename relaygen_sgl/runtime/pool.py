@@ -39,13 +39,12 @@ import logging
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from relaygen_sgl.launch_options import Speculative
-from relaygen_sgl.runtime.process import STOP_GRACE_S, free_port, log_tail, spawn_group, stop_group
+from relaygen_sgl.runtime.process import STOP_GRACE_S, free_port, spawn_group, stop_group, wait_for
 from relaygen_sgl.runtime.server import SGLangRuntime
 from relaygen_sgl.runtime.workers import router_workers
 
@@ -223,25 +222,16 @@ class RuntimePool:
         self.router_proc = spawn_group(self.router_command(), self.router_log_path)
         # The router answers /health at once but registers workers in the background
         # (until then /get_model_info is 503 no_workers): wait until it lists them all.
-        deadline = time.monotonic() + self.router_startup_timeout
         want = set(self.worker_urls)
-        while time.monotonic() < deadline:
-            code = self.router_proc.poll()
-            if code is not None:
-                raise PoolStartError(
-                    f"sglang-router of pool {self.name!r} exited with code {code}; "
-                    f"log {self.router_log_path} ends with:\n{log_tail(self.router_log_path, 30)}"
-                )
+
+        def routes_to_all() -> bool:
             listed = router_workers(self.url, timeout=2.0) or []
-            if want <= {w["url"] for w in listed if w.get("is_healthy", True)}:
-                logger.info("pool %s: router %s routes to %s", self.name, self.url, ", ".join(sorted(want)))
-                return
-            time.sleep(0.3)
-        raise PoolStartError(
-            f"sglang-router of pool {self.name!r} did not register {sorted(want)} within "
-            f"{self.router_startup_timeout:.0f}s; log {self.router_log_path} ends with:\n"
-            f"{log_tail(self.router_log_path, 30)}"
-        )
+            return want <= {w["url"] for w in listed if w.get("is_healthy", True)}
+
+        wait_for(self.router_proc, routes_to_all, what=f"sglang-router of pool {self.name!r}",
+                 until=f"routing to {sorted(want)}", timeout=self.router_startup_timeout,
+                 log_path=self.router_log_path, error=PoolStartError, interval=0.3)  # fmt: skip
+        logger.info("pool %s: router %s routes to %s", self.name, self.url, ", ".join(sorted(want)))
 
     def stop(self, grace: float = STOP_GRACE_S) -> None:
         """Stop the router, then every worker, each by its process group."""

@@ -19,7 +19,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -92,6 +92,23 @@ def spawn_group(command: Sequence[str], log_path: Path,
     _REGISTRY.add(proc)
     logger.info("started pid %d: %s (log %s)", proc.pid, " ".join(command[:4]), log_path)
     return proc
+
+
+def wait_for(proc: subprocess.Popen[bytes], ready: Callable[[], bool], *, what: str, until: str,
+             timeout: float, log_path: Path, error: type[Exception],
+             interval: float = 0.5) -> None:  # fmt: skip
+    """Poll ``ready()`` until it holds; ``proc`` exiting first, or ``timeout`` seconds passing, is an
+    ``error`` that names ``what`` and ends with its log's tail."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (code := proc.poll()) is not None:
+            raise error(f"{what} exited with code {code} during start; "
+                        f"log {log_path} ends with:\n{log_tail(log_path)}")  # fmt: skip
+        if ready():
+            return
+        time.sleep(interval)
+    raise error(f"{what} was not {until} after {timeout:.0f}s; "
+                f"log {log_path} ends with:\n{log_tail(log_path)}")  # fmt: skip
 
 
 def process_group_alive(pgid: int) -> bool:

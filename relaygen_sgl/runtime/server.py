@@ -13,7 +13,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from relaygen_sgl.launch_options import (
     resolve_device,
     server_env,
 )
-from relaygen_sgl.runtime.process import STOP_GRACE_S, free_port, log_tail, spawn_group, stop_group
+from relaygen_sgl.runtime.process import STOP_GRACE_S, free_port, spawn_group, stop_group, wait_for
 
 DEFAULT_MAX_TOTAL_TOKENS = CPU_MAX_TOTAL_TOKENS
 
@@ -150,22 +149,10 @@ class SGLangRuntime:
         return self
 
     def wait_ready(self) -> None:
-        deadline = time.monotonic() + self.startup_timeout
         assert self.proc is not None
-        while time.monotonic() < deadline:
-            code = self.proc.poll()
-            if code is not None:
-                raise RuntimeStartError(
-                    f"SGLang server {self.name!r} for {self.model_path} exited with code {code} during "
-                    f"start; log {self.log_path} ends with:\n{log_tail(self.log_path)}"
-                )
-            if self.healthy(timeout=2.0):
-                return
-            time.sleep(0.5)
-        raise RuntimeStartError(
-            f"SGLang server {self.name!r} for {self.model_path} was not healthy after "
-            f"{self.startup_timeout:.0f}s; log {self.log_path} ends with:\n{log_tail(self.log_path)}"
-        )
+        wait_for(self.proc, lambda: self.healthy(timeout=2.0), until="healthy", timeout=self.startup_timeout,
+                 what=f"SGLang server {self.name!r} for {self.model_path}", log_path=self.log_path,
+                 error=RuntimeStartError)  # fmt: skip
 
     def healthy(self, timeout: float = 5.0) -> bool:
         if self.port is None or (self.proc is not None and self.proc.poll() is not None):

@@ -65,8 +65,8 @@ async def _stream(service: RelayService, m: RelayMachine, rid: str) -> AsyncIter
 async def model_info(service: RelayService) -> dict[str, Any]:
     """The large runtime's model info (its chat template is the program's), plus the pair."""
     try:
-        large = await service.pair.large.amodel_info()
-        small = await service.pair.small.amodel_info()
+        large = await service.pair.large.model_info()
+        small = await service.pair.small.model_info()
     except (RuntimeUnavailable, RuntimeRequestError) as e:
         raise unavailable(str(e)) from e
     profile = service.config.profile
@@ -76,8 +76,7 @@ async def model_info(service: RelayService) -> dict[str, Any]:
 
 async def flush_cache(service: RelayService) -> dict[str, Any]:
     try:
-        for c in service.pair.clients.values():
-            await c.aflush_cache()
+        await service.pair.flush_cache()
     except RuntimeRequestError as e:  # SGLang refuses while requests are running
         raise APIError(400, str(e)) from e
     except RuntimeUnavailable as e:

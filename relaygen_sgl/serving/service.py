@@ -17,16 +17,16 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from relaygen_sgl.profile import CueProfile, ProfileError
 from relaygen_sgl.relay import (
+    AsyncRelayPair,
     Delta,
     Mode,
     RelayError,
     RelayMachine,
-    RelayPair,
     RelayResult,
     Role,
-    aprepare,
+    prepare,
     runtimes_used,
-    stream_async,
+    stream,
 )
 from relaygen_sgl.relay.request_rules import relay_config
 from relaygen_sgl.runtime.client import RuntimeRequestError
@@ -55,7 +55,7 @@ class ClientGone(Exception):
 class RelayService:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
-        self.pair = RelayPair(config.large_url, config.small_url)
+        self.pair = AsyncRelayPair(config.large_url, config.small_url)
 
     def mode_for(self, model: str) -> Mode:
         if model not in MODEL_MODES:
@@ -82,7 +82,7 @@ class RelayService:
         except ValueError as e:
             raise APIError(400, str(e)) from e
         try:
-            m = await aprepare(self.pair, config, prompt, messages, profile=profile,
+            m = await prepare(self.pair, config, prompt, messages, profile=profile,
                                chat_template_kwargs=chat_template_kwargs)  # fmt: skip
         except RelayError as e:
             raise unavailable(f"runtime unavailable: {e}") from e
@@ -100,7 +100,7 @@ class RelayService:
         in-flight runtime calls)."""
 
         async def one(m: RelayMachine) -> RelayResult:
-            async for _ in stream_async(m, self.pair, stream=False):
+            async for _ in stream(m, self.pair, streamed=False):
                 pass
             return m.result()
 
@@ -113,7 +113,7 @@ class RelayService:
 
         async def pump(i: int, m: RelayMachine) -> None:
             try:
-                async for d in stream_async(m, self.pair):
+                async for d in stream(m, self.pair):
                     queue.put_nowait((i, d))
                 queue.put_nowait((i, m.result()))
             except asyncio.CancelledError:
@@ -144,7 +144,7 @@ class RelayService:
         """Forward a request the relay does not split to one runtime, as it came (its status,
         its body, its stream)."""
         client = self.pair.clients[role]
-        http, url = client.async_client, f"{client.url}{path}"
+        http, url = client.http, f"{client.url}{path}"
         body = {k: v for k, v in body.items() if k not in RELAY_ONLY_FIELDS}  # a runtime would refuse them
         try:
             if body.get("stream"):
@@ -167,7 +167,7 @@ class RelayService:
     async def health(self) -> dict[str, dict[str, Any]]:
         """Each model's runtime or pool: ``ok``, and per worker whether it answers (a router's own
         ``/health`` is 200 even with no worker behind it, so the workers are asked themselves)."""
-        large, small = await asyncio.gather(self.pair.ahealth("large"), self.pair.ahealth("small"))
+        large, small = await asyncio.gather(self.pair.health("large"), self.pair.health("small"))
         return {"large": large, "small": small}
 
 
