@@ -12,7 +12,7 @@ PY=.venv/bin/python
 PAIR=qwen2.5-coder-1.5b__qwen2.5-coder-0.5b
 OUT=evals/results/$PAIR
 MODELS=${RELAYGEN_MODELS_DIR:-$HOME/.cache/relaygen/models}
-TOP_CUES=${TOP_CUES:-"2 4 12 20"}  # operating points besides the kept set (see the profile's ranking)
+TOP_CUES=${TOP_CUES:-"2 4 12 17"}  # operating points besides the kept set (see the profile's ranking)
 STEPS=${*:-1 2 3}
 
 $PY -m relaygen_sgl.model_install
