@@ -31,11 +31,12 @@ from typing import IO, Any
 from tqdm import tqdm
 
 from evals.aio import bounded
-from evals.datasets import DATASETS, Problem, load_dataset
+from evals.datasets import SPEC_HELP, DatasetError, Problem, load_dataset, unanswered_note
 from evals.grading import THINKING_CHOICES, grade, thinks
 from evals.summary import markdown, plot, summarize
 from relaygen_sgl.jsonl import repair_jsonl
 from relaygen_sgl.pair_args import add_pair_args, open_pair, profile_from_args
+from relaygen_sgl.problem_sets import add_field_args, field_kwargs
 from relaygen_sgl.profile import CueProfile
 from relaygen_sgl.relay import MODES, RelayError, RelayPair, relay_generate_async, runtimes_used
 
@@ -103,7 +104,8 @@ def _grade(rec: dict[str, Any], p: Problem | None, thinking: str,
            prompt: Callable[[str, Problem], str]) -> None:  # fmt: skip
     templated = prompt(rec["mode"], p) if thinking == "auto" and p is not None else ""
     think = thinks(thinking, rec["output"], templated)
-    g = grade(rec["output"], rec["expected"], thinking=think, finish_reason=rec.get("finish_reason"))
+    g = grade(rec["output"], rec["expected"], thinking=think, finish_reason=rec.get("finish_reason"),
+              choices=len(p.choices) if p is not None else 0)  # fmt: skip
     rec.update(predicted=g.predicted, correct=g.correct, truncated=g.truncated, thinking=g.thinking)
 
 
@@ -275,7 +277,8 @@ def run_eval(
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--dataset", default="gsm8k", help=f"{', '.join(DATASETS)} or jsonl:PATH")
+    p.add_argument("--dataset", default="gsm8k", help=SPEC_HELP)
+    add_field_args(p)
     p.add_argument("--limit", type=int, default=20, help="first N problems (0: all)")
     p.add_argument("--modes", nargs="+", default=["large_only", "relay"], metavar="MODE",
                    help=f"{', '.join(MODES)}; relay@K and random_switch@K run the profile's best K cues "
@@ -307,7 +310,13 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:  # ProfileError included
         print(f"run_eval: error: {e}", file=sys.stderr)
         return 2
-    problems = load_dataset(args.dataset, args.limit or None)
+    try:  # before anything starts or is written: a set that does not load leaves no results behind
+        problems = load_dataset(args.dataset, args.limit or None, **field_kwargs(args))
+    except DatasetError as e:
+        print(f"run_eval: error: {e}", file=sys.stderr)
+        return 2
+    if note := unanswered_note(problems, args.dataset):
+        print(f"run_eval: {note}", file=sys.stderr)
     with ExitStack() as stack:
         pair = RelayPair(*open_pair(args, stack, profile))  # one pair (clients, tokenizers) for the run
         try:
