@@ -18,7 +18,7 @@ STEPS=${*:-1 2 3}
 $PY -m relaygen_sgl.model_install
 mkdir -p "$OUT/logs"
 info=$(mktemp)
-.venv/bin/relaygen serve-runtimes --large "$MODELS/qwen2.5-coder-1.5b-instruct" \
+$PY -m relaygen_sgl.cli serve-runtimes --large "$MODELS/qwen2.5-coder-1.5b-instruct" \
   --small "$MODELS/qwen2.5-coder-0.5b-instruct" --log-dir "$OUT/logs" >"$info" &
 runtimes=$!
 trap 'kill -TERM $runtimes 2>/dev/null; wait $runtimes 2>/dev/null; rm -f "$info"' EXIT
