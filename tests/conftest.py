@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from forcing import Forcing
 
 from relaygen_sgl.profile import CueProfile
 from relaygen_sgl.runtimes import RuntimePair, free_port
@@ -26,6 +27,12 @@ TINY_DIR = Path(os.environ.get("RELAYGEN_TINY_DIR", Path.home() / ".cache" / "re
 @pytest.fixture(scope="session")
 def tiny_pair() -> TinyPair:
     return build_tiny_pair(TINY_DIR)
+
+
+@pytest.fixture(scope="session")
+def forcing(tiny_pair: TinyPair) -> Forcing:
+    """Sampling that forces a relay path on the tiny pair (tests/forcing.py)."""
+    return Forcing.of(tiny_pair.large)
 
 
 @pytest.fixture(scope="session")
@@ -47,14 +54,16 @@ def tiny_profile() -> CueProfile:
     return make_tiny_profile()
 
 
-def start_relay_server(tmp_path: Path, large_url: str, small_url: str, name: str, *extra: str):
-    """`relaygen serve` in front of two runtimes, in its own process group; returns (proc, url)."""
-    profile = make_tiny_profile().save(tmp_path / f"{name}-profile.json")
+def start_relay_server(tmp_path: Path, large_url: str, small_url: str, name: str, *extra: str,
+                       profile: CueProfile | None = None):  # fmt: skip
+    """`relaygen serve` in front of two runtimes, in its own process group; returns (proc, url).
+    ``profile``: the tiny pair's by default."""
+    profile_path = (profile or make_tiny_profile()).save(tmp_path / f"{name}-profile.json")
     port = free_port()
     log = open(tmp_path / f"{name}.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
         [sys.executable, "-m", "relaygen_sgl.cli", "serve", "--large-url", large_url,
-         "--small-url", small_url, "--profile", str(profile), "--port", str(port),
+         "--small-url", small_url, "--profile", str(profile_path), "--port", str(port),
          "--max-input-tokens", "512", "--default-max-tokens", "200", *extra],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip

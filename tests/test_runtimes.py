@@ -40,21 +40,17 @@ def test_shared_prefix_is_served_from_radix_cache(runtimes):
     assert len(prefix) - 1 <= second.cached_tokens <= second.prompt_tokens
 
 
-def test_stop_regex_stops_generation(runtimes):
+def test_stop_regex_stops_generation(runtimes, forcing):
     client = RuntimeClient.of(runtimes.large)
+    # Every token is the filler (forced), so the regex matches at the third.
     out = client.generate(
         text=PROMPT + "<think>\n",
-        sampling_params={
-            "max_new_tokens": 200,
-            "temperature": 0,
-            "stop_regex": [r"[0-9]\."],
-            "no_stop_trim": True,
-        },
+        sampling_params={**forcing.repeat(forcing.filler), "max_new_tokens": 200, "stop_regex": [r"7{3}"],
+                         "no_stop_trim": True},  # fmt: skip
     )
     assert out.finish_type == "stop"
-    assert out.matched == r"[0-9]\."
-    assert out.text.rstrip().endswith(".")
-    assert len(out.output_ids) < 200
+    assert out.matched == r"7{3}"
+    assert out.text == "777" and len(out.output_ids) == 3
 
 
 def test_top_k_logprobs_come_back(runtimes):
