@@ -110,7 +110,9 @@ def _train_model(tokenizer, texts: list[str], hidden: int, layers: int, seed: in
         num_hidden_layers=layers,
         num_attention_heads=4,
         num_key_value_heads=2,
-        max_position_embeddings=2048,
+        # SGLang refuses a request past the context; 5120 leaves room for a 4096-token budget
+        # (the README's examples) and keeps each server's per-request token table small.
+        max_position_embeddings=5120,
         tie_word_embeddings=False,
         bos_token_id=None,
         eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
