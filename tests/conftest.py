@@ -15,7 +15,7 @@ from forcing import Forcing
 
 from relaygen_sgl.profile import CueProfile
 from relaygen_sgl.runtimes import RuntimePair, free_port
-from relaygen_sgl.tiny_models import TinyPair, build_tiny_pair
+from relaygen_sgl.tiny_models import TINY_CUES, TinyPair, build_tiny_pair
 from relaygen_sgl.tiny_models import tiny_profile as make_tiny_profile
 
 QUESTION = [{"role": "user", "content": "What is 12 + 30?"}]
@@ -46,6 +46,20 @@ def runtimes(tiny_pair: TinyPair, tmp_path_factory: pytest.TempPathFactory):
     )
     with pair:
         yield pair
+
+
+@pytest.fixture(scope="session")
+def shared_relay_server(runtimes, forcing: Forcing, tmp_path_factory: pytest.TempPathFactory):
+    """`relaygen serve` in front of the session's runtimes: (proc, url).  Its profile is the tiny
+    pair's plus the forcing cue, so a request can force switches with ``logit_bias``.  The server
+    test modules share it (one start instead of one per module)."""
+    profile = make_tiny_profile(cues=[*TINY_CUES, forcing.cue_word])
+    proc, url = start_relay_server(tmp_path_factory.mktemp("relay-server"), runtimes.large.url,
+                                   runtimes.small.url, "shared", profile=profile)  # fmt: skip
+    try:
+        yield proc, url
+    finally:
+        stop_process(proc)
 
 
 @pytest.fixture(scope="session")

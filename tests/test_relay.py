@@ -138,28 +138,6 @@ def test_bad_arguments_are_clear(runtimes):
         _run(runtimes, 0, profile=None)
 
 
-def test_runtime_dying_mid_request_is_a_clear_error(runtimes, tiny_pair, tmp_path: Path):
-    victim = SGLangRuntime(tiny_pair.small, name="victim", log_dir=tmp_path, max_total_tokens=4096)
-    with victim:
-        pid = victim.pid
-        pair = RelayPair(runtimes.large, victim)
-        streamed = []
-
-        def stop_at_first_delta(delta) -> None:
-            # The request streams, and 1800 tokens are far from done: stop the runtime under it.
-            if not streamed:
-                victim.stop()
-            streamed.append(delta)
-
-        with pytest.raises(RelayError, match="small runtime failed") as err:
-            relay_generate(
-                messages=QUESTION, large=pair, mode="small_only",
-                sampling={"ignore_eos": True}, max_tokens=1800, on_delta=stop_at_first_delta,
-            )  # fmt: skip
-        assert streamed and "not answering" in str(err.value)
-    assert not process_group_alive(pid), "stop() must take the whole process group down"
-
-
 @pytest.mark.parametrize("mode,answerer",
                          [("relay", "small"), ("large_only", "large"), ("small_only", "small")])  # fmt: skip
 def test_eos_inside_the_reasoning_closes_it_and_the_answer_model_answers(runtimes, forcing, mode, answerer):
@@ -180,16 +158,34 @@ def test_eos_inside_the_reasoning_closes_it_and_the_answer_model_answers(runtime
     assert [(c.runtime, c.kind) for c in r.stats.calls] == [(reasoner, "reasoning"), (answerer, "answer")]
 
 
-def test_a_runtime_restarted_with_another_model_is_not_served_stale(runtimes, tiny_pair, tmp_path: Path):
-    """No tokenizer or handoff decision outlives a restart on the same port."""
-    victim = SGLangRuntime(tiny_pair.small, name="victim", log_dir=tmp_path / "a", max_total_tokens=2048)
+def test_a_runtime_dying_mid_request_is_a_clear_error_and_its_successor_is_not_served_stale(
+        runtimes, tiny_pair, tmp_path: Path):  # fmt: skip
+    """One spare runtime's life (one start fewer than a test each): it serves; it is stopped under a
+    streaming request, which fails with a RelayError naming it, its whole process group gone; a
+    runtime with another model on its port is then served as that model (no tokenizer or handoff
+    decision outlives a restart)."""
+    victim = SGLangRuntime(tiny_pair.small, name="victim", log_dir=tmp_path / "a", max_total_tokens=4096)
     victim.start()
-    port = victim.port
+    port, pid = victim.port, victim.pid
     pair = RelayPair(runtimes.large, victim)
     try:
         before = relay_generate(messages=QUESTION, large=pair, profile=TINY_PROFILE, max_tokens=60)
         assert Path(pair.small.model_info["model_path"]) == tiny_pair.small
-        victim.stop()
+        streamed = []
+
+        def stop_at_first_delta(delta) -> None:
+            # The request streams, and 1800 tokens are far from done: stop the runtime under it.
+            if not streamed:
+                victim.stop()
+            streamed.append(delta)
+
+        with pytest.raises(RelayError, match="small runtime failed") as err:
+            relay_generate(
+                messages=QUESTION, large=pair, mode="small_only",
+                sampling={"ignore_eos": True}, max_tokens=1800, on_delta=stop_at_first_delta,
+            )  # fmt: skip
+        assert streamed and "not answering" in str(err.value)
+        assert not process_group_alive(pid), "stop() must take the whole process group down"
         with pytest.raises(RelayError):
             relay_generate(messages=QUESTION, large=pair, mode="small_only", max_tokens=8)
         victim = SGLangRuntime(tiny_pair.large, name="victim", port=port, log_dir=tmp_path / "b",
