@@ -222,8 +222,12 @@ def run_eval(
     thinking: str = "auto",
     throughput: bool = False,
     dataset: str | None = None,
+    ignore_eos: bool = False,
 ) -> dict[str, Any]:
     """Evaluate ``modes`` on ``problems``; options left None take the protocol's values.
+
+    ``ignore_eos``: every generation runs to ``max_tokens`` (a fixed amount of work per problem,
+    for load and throughput measurements; the answers mean little then).
 
     ``large``: a :class:`RelayPair` (``small`` unused), or the large runtime beside ``small``.
     All generations run on one event loop, ``concurrency`` at a time.
@@ -240,6 +244,8 @@ def run_eval(
     concurrency = concurrency or (THROUGHPUT_CONCURRENCY if throughput else 1)
     sampling = {k: v for k, v in (("temperature", temperature), ("top_p", top_p), ("top_k", top_k))
                 if v is not None}  # fmt: skip
+    if ignore_eos:
+        sampling["ignore_eos"] = True
     pair = RelayPair.of(large, small)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "results.jsonl"
@@ -266,7 +272,7 @@ def run_eval(
     summary["config"] = {"dataset": dataset, "problems": len(problems), "protocol": protocol,
                          "samples": samples, "max_tokens": max_tokens, "temperature": temperature,
                          "top_p": top_p, "top_k": top_k, "seed": seed, "concurrency": concurrency,
-                         "throughput": throughput, "thinking": thinking,
+                         "throughput": throughput, "thinking": thinking, "ignore_eos": ignore_eos,
                          "profile": profile.name or profile.large_model,
                          "large_model": profile.large_model, "small_model": profile.small_model}  # fmt: skip
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -301,6 +307,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--throughput", action="store_true",
                    help="measure throughput: each mode alone, many requests in flight; "
                    "reports tokens/s and problems/s per mode")
+    p.add_argument("--ignore-eos", action="store_true",
+                   help="generate --max-tokens tokens every time, wherever the model would stop (load tests)")
     p.add_argument("--out", default="runs/eval")
     args = p.parse_args(argv)  # fmt: skip
     try:
@@ -325,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
                                temperature=args.temperature, seed=args.seed, concurrency=args.concurrency,
                                protocol=args.protocol, top_p=args.top_p, top_k=args.top_k,
                                samples=args.samples, thinking=args.thinking, throughput=args.throughput,
-                               dataset=args.dataset)  # fmt: skip
+                               dataset=args.dataset, ignore_eos=args.ignore_eos)  # fmt: skip
         except EvalIncomplete as e:
             print(f"run_eval: {e}", file=sys.stderr)
             return 1

@@ -67,14 +67,23 @@ def process_group_alive(pgid: int) -> bool:
 def stop_group(proc: subprocess.Popen[bytes], grace: float = 3.0) -> bool:
     """SIGTERM the group, then SIGKILL what is left (children may outlive their leader); True
     when the whole group is gone within ``grace`` seconds of the last signal."""
+    return stop_groups([proc], grace)
+
+
+def stop_groups(procs: Sequence[subprocess.Popen[bytes]], grace: float = 3.0) -> bool:
+    """:func:`stop_group` for several groups at once: each signal goes to all of them, so the
+    grace periods overlap (an SGLang server takes seconds to leave on SIGTERM)."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, sig)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=grace)
+        for proc in procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, sig)
+        deadline = time.monotonic() + grace
+        for proc in procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=max(deadline - time.monotonic(), 0.0))
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
-        if not process_group_alive(proc.pid):
+        if not any(process_group_alive(proc.pid) for proc in procs):
             return True
         time.sleep(0.05)
     return False

@@ -46,7 +46,7 @@ from typing import Any
 
 import requests
 
-from relaygen_sgl.process_group import free_port, log_tail, spawn_group, stop_group
+from relaygen_sgl.process_group import free_port, log_tail, spawn_group, stop_groups
 from relaygen_sgl.runtimes import SGLangRuntime, split_shared_gpu
 
 ROUTING_KEY_HEADER = "X-SMG-Routing-Key"
@@ -297,13 +297,14 @@ class RuntimePool:
         )
 
     def stop(self, grace: float = 3.0) -> None:
-        """Stop the router, then every worker, each by its process group."""
+        """Stop the router and every worker at once, each by its process group."""
+        stop_pools([self], grace)
+
+    def _release(self) -> list[subprocess.Popen[bytes]]:
+        """Hand over the router's and the workers' processes to be stopped."""
         proc, self.router_proc = self.router_proc, None
-        if proc is not None:
-            stop_group(proc, grace)
-        for w in self.workers:
-            w.stop(grace=grace)
         _LIVE.discard(self)
+        return [p for p in (proc, *(w._release() for w in self.workers)) if p is not None]
 
     def __enter__(self) -> RuntimePool:
         return self.start()
@@ -428,10 +429,17 @@ def start_pools(*pools: RuntimePool) -> tuple[RuntimePool, ...]:
         for pool in pools:
             pool.wait_ready()
     except BaseException:
-        for pool in pools:
-            pool.stop()
+        stop_pools(pools)
         raise
     return pools
+
+
+def stop_pools(pools: Sequence[RuntimePool], grace: float = 3.0) -> None:
+    """Stop several pools at once: routers and workers, each by its process group, their grace
+    periods overlapping."""
+    procs = [p for pool in pools for p in pool._release()]
+    if procs:
+        stop_groups(procs, grace)
 
 
 class PoolPair:
@@ -466,8 +474,7 @@ class PoolPair:
         return self
 
     def stop(self) -> None:
-        self.small.stop()
-        self.large.stop()
+        stop_pools([self.small, self.large])
 
     def __enter__(self) -> PoolPair:
         return self.start()
@@ -478,5 +485,4 @@ class PoolPair:
 
 @atexit.register
 def _stop_all() -> None:
-    for pool in list(_LIVE):
-        pool.stop(grace=3.0)
+    stop_pools(list(_LIVE))

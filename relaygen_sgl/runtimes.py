@@ -29,7 +29,7 @@ from relaygen_sgl.launch_options import (
     resolve_device,
     server_env,
 )
-from relaygen_sgl.process_group import free_port, log_tail, spawn_group, stop_group
+from relaygen_sgl.process_group import free_port, log_tail, spawn_group, stop_groups
 
 DEFAULT_MAX_TOTAL_TOKENS = CPU_MAX_TOTAL_TOKENS
 _LIVE: weakref.WeakSet[SGLangRuntime] = weakref.WeakSet()
@@ -184,11 +184,13 @@ class SGLangRuntime:
             return False
 
     def stop(self, grace: float = 3.0) -> None:
+        stop_runtimes([self], grace)
+
+    def _release(self) -> subprocess.Popen[bytes] | None:
+        """Hand over the server process to be stopped; the runtime is stopped from now on."""
         proc, self.proc = self.proc, None
-        if proc is None:
-            return
         _LIVE.discard(self)
-        stop_group(proc, grace)
+        return proc
 
     def __enter__(self) -> SGLangRuntime:
         return self.start()
@@ -198,6 +200,13 @@ class SGLangRuntime:
 
     def __repr__(self) -> str:
         return f"SGLangRuntime({self.name!r}, url={self.url if self.port else None}, pid={self.pid})"
+
+
+def stop_runtimes(runtimes: Sequence[SGLangRuntime], grace: float = 3.0) -> None:
+    """Stop several runtimes at once, each by its process group (their grace periods overlap)."""
+    procs = [p for rt in runtimes if (p := rt._release()) is not None]
+    if procs:
+        stop_groups(procs, grace)
 
 
 # Two servers on one GPU: SGLang sizes each one's static memory as a fraction of what is free
@@ -264,8 +273,7 @@ class RuntimePair:
         return self
 
     def stop(self) -> None:
-        self.small.stop()
-        self.large.stop()
+        stop_runtimes([self.small, self.large])
 
     def __enter__(self) -> RuntimePair:
         return self.start()
@@ -276,5 +284,4 @@ class RuntimePair:
 
 @atexit.register
 def _stop_all() -> None:
-    for rt in list(_LIVE):
-        rt.stop(grace=3.0)
+    stop_runtimes(list(_LIVE))

@@ -21,8 +21,8 @@ from relaygen_sgl.serving.protocol import GenerateRequest, new_id
 from relaygen_sgl.serving.service import SSE_DONE, RelayService, relay_fault, sse, sse_error
 
 _PASSED_SAMPLING = ("temperature", "top_p", "top_k", "min_p", "ignore_eos", "sampling_seed",
-                    "frequency_penalty", "presence_penalty", "repetition_penalty", "skip_special_tokens",
-                    "spaces_between_special_tokens")  # fmt: skip
+                    "frequency_penalty", "presence_penalty", "repetition_penalty", "logit_bias",
+                    "skip_special_tokens", "spaces_between_special_tokens")  # fmt: skip
 
 
 def relayable(req: GenerateRequest) -> bool:

@@ -16,6 +16,17 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 MODEL_MODES = {"relaygen": "relay", "relaygen-large-only": "large_only", "relaygen-small-only": "small_only"}
 MAX_STOP = 16
 MAX_N = 16
+MAX_LOGIT_BIAS = 100.0  # OpenAI's range for a logit_bias value
+
+
+def _logit_bias(v: dict[str, float] | None) -> dict[str, float] | None:
+    """OpenAI's ``logit_bias``: token id (a decimal string) -> bias in [-100, 100]."""
+    for token, bias in (v or {}).items():
+        if not token.isdigit():
+            raise ValueError(f"logit_bias keys must be token ids, got {token!r}")
+        if not -MAX_LOGIT_BIAS <= bias <= MAX_LOGIT_BIAS:
+            raise ValueError(f"logit_bias values must be in [-100, 100], got {bias} for token {token}")
+    return v
 
 
 class _Request(BaseModel):
@@ -44,6 +55,13 @@ class SamplingRequest(_Request):
     top_cues: int | None = Field(default=None, ge=1)  # relay extension: switch on the profile's best K cues
     frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
     presence_penalty: float | None = Field(default=None, ge=-2, le=2)
+    # Sent with every call to both models: token ids mean the same tokens only when they share a tokenizer.
+    logit_bias: dict[str, float] | None = None
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _bias(cls, v: dict[str, float] | None) -> dict[str, float] | None:
+        return _logit_bias(v)
 
     @field_validator("top_k")
     @classmethod
@@ -72,7 +90,7 @@ class SamplingRequest(_Request):
         """SGLang sampling params; choice ``index`` of ``n`` gets seed + index."""
         sp: dict[str, Any] = {}
         for name in ("temperature", "top_p", "top_k", "min_p", "ignore_eos", "frequency_penalty",
-                     "presence_penalty"):  # fmt: skip
+                     "presence_penalty", "logit_bias"):  # fmt: skip
             if (v := getattr(self, name)) is not None:
                 sp[name] = v
         if self.seed is not None:
@@ -150,6 +168,7 @@ class NativeSamplingParams(_Request):
     frequency_penalty: float | None = None
     presence_penalty: float | None = None
     repetition_penalty: float | None = None
+    logit_bias: dict[str, float] | None = None
     skip_special_tokens: bool | None = None
     spaces_between_special_tokens: bool | None = None
     no_stop_trim: bool | None = None
