@@ -76,7 +76,10 @@ def test_stats_add_up(relayed, cue_forced):
     for r in [*relayed, cue_forced[1]]:
         st = r.stats
         assert st.handoff == "ids"
-        assert st.large_tokens + st.small_tokens == st.output_tokens == len(r.output_ids)
+        assert st.large_tokens + st.small_tokens == st.output_tokens
+        # A reasoning closed for a model that stopped early carries ids nobody generated.
+        closed = any(s.kind == "close" for s in r.segments)
+        assert len(r.output_ids) > st.output_tokens if closed else len(r.output_ids) == st.output_tokens
         assert st.large_tokens == sum(s.num_tokens for s in r.segments if s.model == "large")
         assert st.small_tokens == sum(s.num_tokens for s in r.segments if s.model == "small")
         assert st.switches == sum(1 for s in r.segments if s.kind == "finish") or st.switches > 0
