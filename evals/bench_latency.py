@@ -324,12 +324,14 @@ def run_bench(
 
 
 def main(argv: list[str] | None = None) -> int:
-    from evals.datasets import DATASETS, load_dataset
+    from evals.datasets import SPEC_HELP, load_dataset
     from relaygen_sgl.pair_args import add_pair_args, open_pair, profile_from_args
+    from relaygen_sgl.problem_sets import add_field_args, field_kwargs
     from relaygen_sgl.relay import RelayPair
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--dataset", default="gsm8k", help=f"{', '.join(DATASETS)} or jsonl:PATH")
+    p.add_argument("--dataset", default="gsm8k", help=SPEC_HELP)
+    add_field_args(p, answers=False)  # timed, not graded
     p.add_argument("--problems", type=int, default=3, help="first N problems (default: %(default)s)")
     p.add_argument("--runs", type=int, default=3, help="timed runs per problem and mode (default: 3)")
     p.add_argument("--max-tokens", type=int, default=1024, help="the same for both modes (default: 1024)")
@@ -346,12 +348,17 @@ def main(argv: list[str] | None = None) -> int:
     add_pair_args(p)
     p.add_argument("--out", default="runs/latency", help="output folder, also the resume state")
     args = p.parse_args(argv)  # fmt: skip
-    problems = load_dataset(args.dataset, args.problems)
+    try:  # before anything starts or is written
+        profile = profile_from_args(args)
+        problems = load_dataset(args.dataset, args.problems, need_answers=False, **field_kwargs(args))
+    except ValueError as e:  # DatasetError and ProfileError included
+        print(f"bench_latency: error: {e}", file=sys.stderr)
+        return 2
     sampling = {"temperature": args.temperature, "top_p": args.top_p,
                 "top_k": args.top_k if args.top_k > 0 else None}  # fmt: skip
     with ExitStack() as stack:
-        pair = RelayPair(*open_pair(args, stack))
-        summary = run_bench(problems, large=pair, profile=profile_from_args(args),
+        pair = RelayPair(*open_pair(args, stack, profile))
+        summary = run_bench(problems, large=pair, profile=profile,
                             out_dir=Path(args.out), runs=args.runs, max_tokens=args.max_tokens,
                             sampling=sampling, seed=args.seed, ignore_eos=args.ignore_eos,
                             flush_cache=not args.no_flush, warmup_tokens=args.warmup_tokens,

@@ -12,13 +12,13 @@ PY=.venv/bin/python
 PAIR=qwen2.5-coder-1.5b__qwen2.5-coder-0.5b
 OUT=evals/results/$PAIR
 MODELS=${RELAYGEN_MODELS_DIR:-$HOME/.cache/relaygen/models}
-TOP_CUES=${TOP_CUES:-"2 4 12 20"}  # operating points besides the kept set (see the profile's ranking)
+TOP_CUES=${TOP_CUES:-"2 4 12 17"}  # operating points besides the kept set (see the profile's ranking)
 STEPS=${*:-1 2 3}
 
 $PY -m relaygen_sgl.model_install
 mkdir -p "$OUT/logs"
 info=$(mktemp)
-.venv/bin/relaygen serve-runtimes --large "$MODELS/qwen2.5-coder-1.5b-instruct" \
+$PY -m relaygen_sgl.cli serve-runtimes --large "$MODELS/qwen2.5-coder-1.5b-instruct" \
   --small "$MODELS/qwen2.5-coder-0.5b-instruct" --log-dir "$OUT/logs" >"$info" &
 runtimes=$!
 trap 'kill -TERM $runtimes 2>/dev/null; wait $runtimes 2>/dev/null; rm -f "$info"' EXIT

@@ -93,10 +93,12 @@ def format_speed(s: dict[str, Any], concurrency: int) -> str:
 
 def add_parser(sub: Any) -> None:
     from relaygen_sgl.pair_args import add_pair_args
+    from relaygen_sgl.problem_sets import SPEC_HELP, add_field_args
 
     p = sub.add_parser("demo", help="run RelayGen on the default model pair on a few GSM8K problems",
                        description=__doc__)  # fmt: skip
-    p.add_argument("--dataset", default="gsm8k", help="gsm8k, aime24, aime25, aime26, champ or jsonl:PATH")
+    p.add_argument("--dataset", default="gsm8k", help=SPEC_HELP)
+    add_field_args(p)
     p.add_argument("--problems", type=int, default=3, help="how many problems (default: %(default)s)")
     p.add_argument(
         "--max-tokens", type=int, default=320, help="output budget per problem (default: %(default)s)"
@@ -148,10 +150,11 @@ def _report(problems: Sequence[Any], relay: Sequence[Any], prompt: Any, colour: 
     for p, r in zip(problems, relay, strict=True):
         st = r.stats.summary()
         g = grade(r.text, p.answer, thinking=thinks("auto", r.text, prompt("relay", p)),
-                  finish_reason=st["finish_reason"])  # fmt: skip
-        right += g.correct
-        print(f"\n[{p.id}] {p.problem}\n--- output ---\n{render(r.segments, colour).strip()}\n--- "
-              f"answer {g.predicted!r} (expected {p.answer}): {'RIGHT' if g.correct else 'WRONG'}"
+                  finish_reason=st["finish_reason"], choices=len(p.choices))  # fmt: skip
+        right += bool(g.correct)
+        verdict = "not graded" if g.correct is None else "RIGHT" if g.correct else "WRONG"
+        print(f"\n[{p.id}] {p.prompt}\n--- output ---\n{render(r.segments, colour).strip()}\n--- "
+              f"answer {g.predicted!r} (expected {p.answer}): {verdict}"
               f"{' (truncated)' if g.truncated else ''}; {st['large_tokens']} large + {st['small_tokens']} "
               f"small tokens, {st['switches']} switches, {st['latency_s']:.1f} s")  # fmt: skip
     return right
@@ -173,8 +176,8 @@ async def _demo(args: argparse.Namespace, pair: Any, problems: Sequence[Any], pr
                                           max_tokens=args.max_tokens)  # fmt: skip
     finally:
         await pair.aio.aclose()
-    base_right = sum(grade(b.text, p.answer, thinking=thinks("auto", b.text, prompt("large_only", p)),
-                           finish_reason=b.stats.finish_reason).correct
+    base_right = sum(bool(grade(b.text, p.answer, thinking=thinks("auto", b.text, prompt("large_only", p)),
+                                finish_reason=b.stats.finish_reason, choices=len(p.choices)).correct)
                      for p, b in zip(problems, base, strict=False))  # fmt: skip
     print(f"\nrelaygen: {right}/{len(problems)} right" + ("" if args.no_baseline else
           f"; large model alone: {base_right}/{len(problems)} right"))  # fmt: skip
@@ -187,14 +190,17 @@ def run(args: argparse.Namespace) -> int:
     import asyncio
     from contextlib import ExitStack
 
-    from evals.datasets import load_dataset
+    from evals.datasets import load_dataset, unanswered_note
     from relaygen_sgl.default_pair import default_pair
     from relaygen_sgl.model_install import install_default_pair
     from relaygen_sgl.pair_args import open_pair, profile_from_args
+    from relaygen_sgl.problem_sets import field_kwargs
     from relaygen_sgl.relay import RelayPair
 
     profile = profile_from_args(args)
-    problems = load_dataset(args.dataset, args.problems)
+    problems = load_dataset(args.dataset, args.problems, **field_kwargs(args))  # DatasetError: one line
+    if note := unanswered_note(problems, args.dataset):
+        print(note, file=sys.stderr)
     with ExitStack() as stack:
         if not (args.large_url and args.small_url):
             if args.large_model == str(default_pair().large):

@@ -5,7 +5,8 @@ A thinking model's answer is what follows ``</think>``, split off by
 ``\\boxed{}`` inside the reasoning is a guess on the way, not the answer, so an output that never
 closes its reasoning has no answer part at all (wrong, and flagged truncated).  A model that
 does not think (the default pair's Qwen2.5-Coder never writes ``</think>``) is graded on its
-whole output.
+whole output.  A multiple-choice problem is graded on the letter (``\\boxed{B}``, "the answer is
+(B)"); a problem with no answer is not graded (``correct`` None).
 """
 
 from __future__ import annotations
@@ -17,18 +18,24 @@ from typing import Literal
 from math_verify import parse, verify
 
 from relaygen_sgl import reasoning
+from relaygen_sgl.problem_sets.fields import last_boxed
+from relaygen_sgl.problem_sets.problem import LETTERS
 from relaygen_sgl.reasoning import split_reasoning
 
 Thinking = Literal["auto", "yes", "no"]
 THINKING_CHOICES: tuple[str, ...] = ("auto", "yes", "no")
 
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+# A letter inside a box: "B", "(B)", "\text{B}", "B: the option's text", "B."
+_BOXED_LETTER = re.compile(r"^(?:\\text(?:bf)?\{)?\s*\(?([A-Z])\)?(?:\}|[\s:.)]|$)")
+# "The answer is (B)", "Answer: B", "final answer: **C**"; the letter stands alone.
+_SAID_LETTER = re.compile(r"[Aa]nswer(?: is)?\s*[:：]?\s*[*(\[]*\s*([A-Z])(?![A-Za-z])")
 
 
 @dataclass(frozen=True)
 class Grade:
     predicted: str | None
-    correct: bool
+    correct: bool | None  # None: the problem has no answer to check
     truncated: bool  # hit the token budget, or a thinking model never closed its reasoning
     thinking: bool
 
@@ -73,13 +80,29 @@ def _correct(text: str, expected: str) -> bool:
     return bool(nums) and bool(verify(gold, parse(nums[-1].replace(",", ""))))
 
 
-def grade(output: str, expected: str, *, thinking: bool, finish_reason: str | None = None) -> Grade:
-    """Grade one output.  Call from the main thread: math-verify's timeouts use signal.alarm."""
+def extract_letter(text: str, choices: int) -> str | None:
+    """The chosen option's letter: the last box's, else the last "answer is X", else None."""
+    valid = LETTERS[:choices]
+    boxed = last_boxed(text)
+    if boxed is not None and (m := _BOXED_LETTER.match(boxed)) and m.group(1) in valid:
+        return m.group(1)
+    said = [x for x in _SAID_LETTER.findall(text) if x in valid]
+    return said[-1] if said else None
+
+
+def grade(output: str, expected: str | None, *, thinking: bool, finish_reason: str | None = None,
+          choices: int = 0) -> Grade:  # fmt: skip
+    """Grade one output; ``choices``: the option count of a multiple-choice problem, graded on its
+    letter.  Call from the main thread: math-verify's timeouts use signal.alarm."""
     text = answer_part(output, thinking)
     truncated = finish_reason == "length" or (thinking and text is None)
     if text is None:
-        return Grade(None, False, truncated, thinking)
-    return Grade(_extract(text), _correct(text, expected), truncated, thinking)
+        return Grade(None, None if expected is None else False, truncated, thinking)
+    predicted = extract_letter(text, choices) if choices else _extract(text)
+    if expected is None:
+        return Grade(predicted, None, truncated, thinking)
+    correct = predicted == expected.strip().upper() if choices else _correct(text, expected)
+    return Grade(predicted, correct, truncated, thinking)
 
 
 def extract_answer(output: str, thinking: Thinking | str = "auto") -> str | None:

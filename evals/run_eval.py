@@ -31,11 +31,12 @@ from typing import IO, Any
 from tqdm import tqdm
 
 from evals.aio import bounded
-from evals.datasets import DATASETS, Problem, load_dataset
+from evals.datasets import SPEC_HELP, DatasetError, Problem, load_dataset, unanswered_note
 from evals.grading import THINKING_CHOICES, grade, thinks
 from evals.summary import markdown, plot, summarize
 from relaygen_sgl.jsonl import repair_jsonl
 from relaygen_sgl.pair_args import add_pair_args, open_pair, profile_from_args
+from relaygen_sgl.problem_sets import add_field_args, field_kwargs
 from relaygen_sgl.profile import CueProfile
 from relaygen_sgl.relay import MODES, RelayConfig, RelayError, RelayPair, relay_generate_async, runtimes_used
 
@@ -103,7 +104,8 @@ def _grade(rec: dict[str, Any], p: Problem | None, thinking: str,
            prompt: Callable[[str, Problem], str]) -> None:  # fmt: skip
     templated = prompt(rec["mode"], p) if thinking == "auto" and p is not None else ""
     think = thinks(thinking, rec["output"], templated)
-    g = grade(rec["output"], rec["expected"], thinking=think, finish_reason=rec.get("finish_reason"))
+    g = grade(rec["output"], rec["expected"], thinking=think, finish_reason=rec.get("finish_reason"),
+              choices=len(p.choices) if p is not None else 0)  # fmt: skip
     rec.update(predicted=g.predicted, correct=g.correct, truncated=g.truncated, thinking=g.thinking)
 
 
@@ -218,8 +220,12 @@ def run_eval(
     thinking: str = "auto",
     throughput: bool = False,
     dataset: str | None = None,
+    ignore_eos: bool = False,
 ) -> dict[str, Any]:
     """Evaluate ``modes`` on ``problems``; options left None take the protocol's values.
+
+    ``ignore_eos``: every generation runs to ``max_tokens`` (a fixed amount of work per problem,
+    for load and throughput measurements; the answers mean little then).
 
     ``large``: a :class:`RelayPair` (``small`` unused), or the large runtime beside ``small``.
     All generations run on one event loop, ``concurrency`` at a time.
@@ -236,6 +242,8 @@ def run_eval(
     concurrency = concurrency or (THROUGHPUT_CONCURRENCY if throughput else 1)
     sampling = {k: v for k, v in (("temperature", temperature), ("top_p", top_p), ("top_k", top_k))
                 if v is not None}  # fmt: skip
+    if ignore_eos:
+        sampling["ignore_eos"] = True
     pair = RelayPair.of(large, small)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "results.jsonl"
@@ -262,7 +270,7 @@ def run_eval(
     summary["config"] = {"dataset": dataset, "problems": len(problems), "protocol": protocol,
                          "samples": samples, "max_tokens": max_tokens, "temperature": temperature,
                          "top_p": top_p, "top_k": top_k, "seed": seed, "concurrency": concurrency,
-                         "throughput": throughput, "thinking": thinking,
+                         "throughput": throughput, "thinking": thinking, "ignore_eos": ignore_eos,
                          "profile": profile.name or profile.large_model,
                          "large_model": profile.large_model, "small_model": profile.small_model}  # fmt: skip
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -273,7 +281,8 @@ def run_eval(
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--dataset", default="gsm8k", help=f"{', '.join(DATASETS)} or jsonl:PATH")
+    p.add_argument("--dataset", default="gsm8k", help=SPEC_HELP)
+    add_field_args(p)
     p.add_argument("--limit", type=int, default=20, help="first N problems (0: all)")
     p.add_argument("--modes", nargs="+", default=["large_only", "relay"], metavar="MODE",
                    help=f"{', '.join(MODES)}; relay@K and random_switch@K run the profile's best K cues "
@@ -296,6 +305,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--throughput", action="store_true",
                    help="measure throughput: each mode alone, many requests in flight; "
                    "reports tokens/s and problems/s per mode")
+    p.add_argument("--ignore-eos", action="store_true",
+                   help="generate --max-tokens tokens every time, wherever the model would stop (load tests)")
     p.add_argument("--out", default="runs/eval")
     args = p.parse_args(argv)  # fmt: skip
     try:
@@ -305,7 +316,13 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:  # ProfileError included
         print(f"run_eval: error: {e}", file=sys.stderr)
         return 2
-    problems = load_dataset(args.dataset, args.limit or None)
+    try:  # before anything starts or is written: a set that does not load leaves no results behind
+        problems = load_dataset(args.dataset, args.limit or None, **field_kwargs(args))
+    except DatasetError as e:
+        print(f"run_eval: error: {e}", file=sys.stderr)
+        return 2
+    if note := unanswered_note(problems, args.dataset):
+        print(f"run_eval: {note}", file=sys.stderr)
     with ExitStack() as stack:
         pair = RelayPair(*open_pair(args, stack, profile))  # one pair (clients, tokenizers) for the run
         try:
@@ -314,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
                                temperature=args.temperature, seed=args.seed, concurrency=args.concurrency,
                                protocol=args.protocol, top_p=args.top_p, top_k=args.top_k,
                                samples=args.samples, thinking=args.thinking, throughput=args.throughput,
-                               dataset=args.dataset)  # fmt: skip
+                               dataset=args.dataset, ignore_eos=args.ignore_eos)  # fmt: skip
         except EvalIncomplete as e:
             print(f"run_eval: {e}", file=sys.stderr)
             return 1

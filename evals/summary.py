@@ -21,10 +21,12 @@ CI_METHOD = f"percentile bootstrap over problems ({CI_RESAMPLES} resamples, seed
 
 
 def per_problem_accuracy(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
-    """Each problem's mean correctness over its samples."""
+    """Each graded problem's mean correctness over its samples (a problem with no answer has
+    ``correct`` None: it is left out)."""
     by_id: dict[str, list[bool]] = defaultdict(list)
     for r in rows:
-        by_id[r["id"]].append(bool(r["correct"]))
+        if r["correct"] is not None:
+            by_id[r["id"]].append(bool(r["correct"]))
     return {i: sum(v) / len(v) for i, v in by_id.items()}
 
 
@@ -48,8 +50,9 @@ def summarize(
     modes: Sequence[str],
     throughput: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """One table row per mode: pass@1 (mean over samples, then problems) with its CI, speedup
-    over large-only (mean latency in the same run), utilization, truncation and throughput."""
+    """One table row per mode: pass@1 (mean over samples, then graded problems) with its CI, speedup
+    over large-only (mean latency in the same run), utilization, truncation and throughput.
+    Problems with no answer count everywhere but in pass@1 (``ungraded``: their rows)."""
     by_mode = {m: [r for r in rows if r["mode"] == m] for m in modes}
     base = by_mode.get("large_only")
     base_lat = statistics.mean(r["latency_s"] for r in base) if base else None
@@ -66,8 +69,9 @@ def summarize(
             samples[r["id"]] += 1
         tp = (throughput or {}).get(m) or {}
         table.append({
-            "mode": m, "n": len(rs), "problems": len(acc), "samples_per_problem": max(samples.values()),
-            "accuracy": round(statistics.mean(acc.values()), 4),
+            "mode": m, "n": len(rs), "problems": len(samples), "samples_per_problem": max(samples.values()),
+            "accuracy": round(statistics.mean(acc.values()), 4) if acc else None,
+            "ungraded": sum(r["correct"] is None for r in rs),
             "ci95": list(ci) if ci else None,
             "mean_latency_s": round(lat, 3),
             "speedup_vs_large_only": round(base_lat / lat, 3) if base_lat and lat else None,
@@ -104,7 +108,8 @@ def paired_difference(rows: Sequence[dict[str, Any]], a: str, b: str) -> dict[st
     if not common:
         return None
     diffs = [acc_a[i] - acc_b[i] for i in common]
-    right = {(r["mode"], r["id"], int(r.get("sample", 0))): bool(r["correct"]) for r in rows}
+    right = {(r["mode"], r["id"], int(r.get("sample", 0))): bool(r["correct"])
+             for r in rows if r["correct"] is not None}  # fmt: skip
     keys = [(i, k) for (m, i, k) in right if m == a and i in acc_b and (b, i, k) in right]
     ci = bootstrap_ci(diffs)
     return {
@@ -143,6 +148,8 @@ def markdown(summary: dict[str, Any]) -> str:
     note = summary.get("ci", {}).get("method")
     text = "\n".join(lines) + "\n" + (f"\npass@1: mean over samples, then problems; 95% CI: {note}.\n"
                                       if note else "")  # fmt: skip
+    if ungraded := [f"{row['mode']} {row['ungraded']}" for row in summary["modes"] if row.get("ungraded")]:
+        text += f"\nResults with no answer to check (run and timed, not in pass@1): {', '.join(ungraded)}.\n"
     if summary.get("paired"):
         text += "\n" + paired_markdown(summary["paired"])
     return text
@@ -166,6 +173,8 @@ def plot(summary: dict[str, Any], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(5, 4))
     for row in summary["modes"]:
+        if row["accuracy"] is None:  # nothing graded
+            continue
         x, y = row["speedup_vs_large_only"] or 0.0, row["accuracy"]
         ci = row.get("ci95")
         yerr = [[y - ci[0]], [ci[1] - y]] if ci else None

@@ -9,7 +9,7 @@ from contextlib import ExitStack, contextmanager
 from typing import Any
 
 from relaygen_sgl.frontend import RelayBackend
-from relaygen_sgl.pair_args import add_pair_args, open_pair
+from relaygen_sgl.pair_args import add_pair_args, open_pair, profile_from_args
 
 
 def add_runtime_args(p: argparse.ArgumentParser) -> None:
@@ -27,9 +27,10 @@ def add_runtime_args(p: argparse.ArgumentParser) -> None:
 @contextmanager
 def relay_backend(args: argparse.Namespace) -> Iterator[RelayBackend]:
     """The RelayBackend over the two runtimes (started here unless URLs were given)."""
+    profile = profile_from_args(args)  # a bad --profile or --top-cues fails before anything starts
     with ExitStack() as stack:
-        large, small = open_pair(args, stack)
-        backend = RelayBackend(large, small, args.profile, chat_template=args.chat_template, mode=args.mode,
+        large, small = open_pair(args, stack, profile)
+        backend = RelayBackend(large, small, profile, chat_template=args.chat_template, mode=args.mode,
                                answer_model=args.answer_model)  # fmt: skip
         stack.callback(backend.shutdown)
         yield backend
@@ -45,15 +46,4 @@ def relay_summary(meta: dict[str, Any] | None) -> dict[str, Any]:
     return {k: v for k, v in ((meta or {}).get("relaygen") or {}).items() if k != "calls"}
 
 
-def boxed_answer(text: str) -> str | None:
-    """Content of the last \\boxed{...} (nested braces allowed)."""
-    start = text.rfind("\\boxed{")
-    if start < 0:
-        return None
-    depth, i = 1, start + len("\\boxed{")
-    for j in range(i, len(text)):
-        depth += {"{": 1, "}": -1}.get(text[j], 0)
-        if depth == 0:
-            return text[i:j].strip()
-    return None
 

@@ -11,8 +11,9 @@ import argparse
 import json
 from pathlib import Path
 
-from programs._common import add_runtime_args, boxed_answer, relay_backend, relay_summary, run_defaults
+from programs._common import add_runtime_args, relay_backend, relay_summary, run_defaults
 from programs.math_boxed import solve_math
+from relaygen_sgl.problem_sets.fields import last_boxed as boxed_answer
 
 DEMO = [
     {"problem": "What is 12 + 30?", "answer": "42"},

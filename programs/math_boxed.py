@@ -10,7 +10,8 @@ import json
 
 import sglang as sgl
 
-from programs._common import add_runtime_args, boxed_answer, relay_backend, relay_summary, run_defaults
+from programs._common import add_runtime_args, relay_backend, relay_summary, run_defaults
+from relaygen_sgl.problem_sets.fields import last_boxed as boxed_answer
 
 INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
 

@@ -7,7 +7,15 @@ from typing import Any
 __version__ = "0.1.0"
 
 from relaygen_sgl.profile import CueProfile, ProfileError
-from relaygen_sgl.relay import RelayError, RelayResult, relay_generate
+from relaygen_sgl.relay import (
+    RelayConfig,
+    RelayError,
+    RelayPair,
+    RelayResult,
+    RelayStats,
+    relay_generate,
+    relay_generate_async,
+)
 
 # The frontend backend imports SGLang's frontend (seconds); only those who use it pay for that.
 _FRONTEND = ("RelayBackend", "single_model")
@@ -25,8 +33,12 @@ __all__ = [
     "CueProfile",
     "ProfileError",
     "RelayBackend",
+    "RelayConfig",
     "RelayError",
+    "RelayPair",
     "RelayResult",
+    "RelayStats",
     "relay_generate",
+    "relay_generate_async",
     "single_model",
 ]

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 
 from relaygen_sgl.launch_options import LaunchError
 from relaygen_sgl.pair_args import add_runtime_args, pair_from_args
+from relaygen_sgl.problem_sets.problem import DatasetError
 from relaygen_sgl.profile import ProfileError
 from relaygen_sgl.runtime.pool import PoolStartError
 from relaygen_sgl.runtime.server import RuntimeStartError
@@ -68,8 +69,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         return int(args.func(args) or 0)
-    except (LaunchError, RuntimeStartError, PoolStartError, ProfileError, FileNotFoundError) as e:
-        # Configuration and start-up faults: the message says what and which runtime; no traceback.
+    # Configuration, start-up, profile and input-set faults: one line naming what and where.
+    except (LaunchError, RuntimeStartError, PoolStartError, ProfileError, DatasetError,
+            FileNotFoundError) as e:  # fmt: skip
         print(f"relaygen {args.command}: error: {e}", file=sys.stderr)
         return 2
 

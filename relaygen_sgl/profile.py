@@ -66,7 +66,9 @@ class CueProfile:
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= n:
             raise ProfileError(f"top_cues must be an integer from 1 to {n} (the profile "
                                f"{self.name or self.large_model!r} ranks {n} cues), got {k!r}")  # fmt: skip
-        return replace(self, cues=self.ranked[:k], name=f"{self.name}@top{k}" if self.name else "")
+        # The ranking stays whole, so a narrowed profile can be widened again (per request, say).
+        return replace(self, cues=self.ranked[:k], ranking=self.ranked,
+                       name=f"{self.name}@top{k}" if self.name else "")  # fmt: skip
 
     def pair_mismatch(self, large: str, small: str) -> str | None:
         """A warning when the running models (paths or ids) do not look like the profile's pair."""

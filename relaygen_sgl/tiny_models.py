@@ -4,14 +4,20 @@ Used by the tests and the switch-overhead benchmark: real SGLang servers need
 real HF folders, and no hub is reachable.  The models are randomly initialised
 and then trained for a few seconds on synthetic step-by-step arithmetic traces,
 so that their output looks like reasoning text with discourse cues, sentence
-ends, ``</think>`` and ``\\boxed{}`` answers.  That makes cue switches and
-sentence ends actually happen in tests instead of by luck.
+ends, ``</think>`` and ``\\boxed{}`` answers.
+
+The build is deterministic: every random source is seeded and torch runs on one thread with
+deterministic algorithms, so one machine builds the same weights every time.  Tests still
+never rely on what the models learned: a path a test needs is forced with sampling
+parameters (``logit_bias``, ``min_new_tokens``, stop token ids), see ``tests/forcing.py``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +27,7 @@ from relaygen_sgl.profile import CueProfile
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 # Plain added tokens, as in Qwen3: they survive skip_special_tokens in decoded text.
 THINK_TOKENS = ["<think>", "</think>"]
-BUILD_VERSION = "3"  # bump when the recipe changes so cached folders are rebuilt
+BUILD_VERSION = "4"  # bump when the recipe changes so cached folders are rebuilt
 
 # The cues the tiny models were trained to emit: the tests' and the benches' cue list.
 TINY_CUES = ["So", "Therefore,", "Thus", "Now,", "Wait,", "Alternatively,", "Similarly,"]
@@ -104,7 +110,9 @@ def _train_model(tokenizer, texts: list[str], hidden: int, layers: int, seed: in
         num_hidden_layers=layers,
         num_attention_heads=4,
         num_key_value_heads=2,
-        max_position_embeddings=2048,
+        # SGLang refuses a request past the context; 5120 leaves room for a 4096-token budget
+        # (the README's examples) and keeps each server's per-request token table small.
+        max_position_embeddings=5120,
         tie_word_embeddings=False,
         bos_token_id=None,
         eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
@@ -120,7 +128,8 @@ def _train_model(tokenizer, texts: list[str], hidden: int, layers: int, seed: in
     model.train()
     for _ in range(steps):
         idx = torch.randint(0, ids.shape[0], (16,), generator=gen)
-        loss = model(input_ids=ids[idx], attention_mask=mask[idx], labels=labels[idx]).loss
+        n = int(mask[idx].sum(dim=1).max())  # padding is on the right: a batch needs its longest text only
+        loss = model(input_ids=ids[idx, :n], attention_mask=mask[idx, :n], labels=labels[idx, :n]).loss
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -129,21 +138,42 @@ def _train_model(tokenizer, texts: list[str], hidden: int, layers: int, seed: in
     return model
 
 
+@contextlib.contextmanager
+def _deterministic_torch() -> Iterator[None]:
+    """One thread and deterministic kernels while building; the caller's settings come back after."""
+    import torch
+
+    threads, strict = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(1)  # a reduction split over N threads sums in an N-dependent order
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(strict)
+        torch.set_num_threads(threads)
+
+
 def build_tiny_pair(out_dir: str | Path, steps_large: int = 300, steps_small: int = 150) -> TinyPair:
-    """Build (or reuse) ``out_dir/large`` and ``out_dir/small`` HF folders."""
+    """Build (or reuse) ``out_dir/large`` and ``out_dir/small`` HF folders.
+
+    The same arguments build the same weights on one machine (seeded, one thread); the
+    stamp records the recipe version and the steps, so other steps rebuild."""
     out = Path(out_dir)
     stamp = out / "relaygen-tiny.json"
     pair = TinyPair(large=out / "large", small=out / "small")
-    if stamp.exists() and json.loads(stamp.read_text()).get("version") == BUILD_VERSION:
+    recipe = {"version": BUILD_VERSION, "steps_large": steps_large, "steps_small": steps_small}
+    if stamp.exists() and json.loads(stamp.read_text()) == recipe:
         return pair
+    stamp.unlink(missing_ok=True)  # a build that dies half way must not look finished
     rng = random.Random(1234)
     texts = [_chatml(*synthetic_trace(rng)) for _ in range(400)]
     tokenizer = _train_tokenizer(texts, vocab_size=400)
     specs = ((pair.large, 96, 3, 1, steps_large), (pair.small, 48, 2, 2, steps_small))
-    for path, hidden, layers, seed, steps in specs:
-        model = _train_model(tokenizer, texts, hidden, layers, seed, steps)
-        path.mkdir(parents=True, exist_ok=True)
-        model.save_pretrained(path)
-        tokenizer.save_pretrained(path)
-    stamp.write_text(json.dumps({"version": BUILD_VERSION}))
+    with _deterministic_torch():
+        for path, hidden, layers, seed, steps in specs:
+            model = _train_model(tokenizer, texts, hidden, layers, seed, steps)
+            path.mkdir(parents=True, exist_ok=True)
+            model.save_pretrained(path)
+            tokenizer.save_pretrained(path)
+    stamp.write_text(json.dumps(recipe))
     return pair

@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 import requests
+from forcing import Forcing
 
 from relaygen_sgl.profile import CueProfile
 from relaygen_sgl.runtime.pool import RuntimePair
 from relaygen_sgl.runtime.process import free_port
-from relaygen_sgl.tiny_models import TinyPair, build_tiny_pair
+from relaygen_sgl.tiny_models import TINY_CUES, TinyPair, build_tiny_pair
 from relaygen_sgl.tiny_models import tiny_profile as make_tiny_profile
 
 QUESTION = [{"role": "user", "content": "What is 12 + 30?"}]
@@ -27,6 +28,12 @@ TINY_DIR = Path(os.environ.get("RELAYGEN_TINY_DIR", Path.home() / ".cache" / "re
 @pytest.fixture(scope="session")
 def tiny_pair() -> TinyPair:
     return build_tiny_pair(TINY_DIR)
+
+
+@pytest.fixture(scope="session")
+def forcing(tiny_pair: TinyPair) -> Forcing:
+    """Sampling that forces a relay path on the tiny pair (tests/forcing.py)."""
+    return Forcing.of(tiny_pair.large)
 
 
 @pytest.fixture(scope="session")
@@ -43,19 +50,35 @@ def runtimes(tiny_pair: TinyPair, tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture(scope="session")
+def shared_relay_server(runtimes, forcing: Forcing, tmp_path_factory: pytest.TempPathFactory):
+    """`relaygen serve` in front of the session's runtimes: (proc, url).  Its profile is the tiny
+    pair's plus the forcing cue, so a request can force switches with ``logit_bias``.  The server
+    test modules share it (one start instead of one per module)."""
+    profile = make_tiny_profile(cues=[*TINY_CUES, forcing.cue_word])
+    proc, url = start_relay_server(tmp_path_factory.mktemp("relay-server"), runtimes.large.url,
+                                   runtimes.small.url, "shared", profile=profile)  # fmt: skip
+    try:
+        yield proc, url
+    finally:
+        stop_process(proc)
+
+
+@pytest.fixture(scope="session")
 def tiny_profile() -> CueProfile:
     """The tiny pair's cue profile (its cue list is :data:`relaygen_sgl.tiny_models.TINY_CUES`)."""
     return make_tiny_profile()
 
 
-def start_relay_server(tmp_path: Path, large_url: str, small_url: str, name: str, *extra: str):
-    """`relaygen serve` in front of two runtimes, in its own process group; returns (proc, url)."""
-    profile = make_tiny_profile().save(tmp_path / f"{name}-profile.json")
+def start_relay_server(tmp_path: Path, large_url: str, small_url: str, name: str, *extra: str,
+                       profile: CueProfile | None = None):  # fmt: skip
+    """`relaygen serve` in front of two runtimes, in its own process group; returns (proc, url).
+    ``profile``: the tiny pair's by default."""
+    profile_path = (profile or make_tiny_profile()).save(tmp_path / f"{name}-profile.json")
     port = free_port()
     log = open(tmp_path / f"{name}.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
         [sys.executable, "-m", "relaygen_sgl.cli", "serve", "--large-url", large_url,
-         "--small-url", small_url, "--profile", str(profile), "--port", str(port),
+         "--small-url", small_url, "--profile", str(profile_path), "--port", str(port),
          "--max-input-tokens", "512", "--default-max-tokens", "200", *extra],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip

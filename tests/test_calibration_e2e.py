@@ -46,7 +46,8 @@ def test_calibration_produces_a_profile_the_runtime_loads(runtimes, tmp_path: Pa
     for s in scores:
         assert len(s["margins"]) == len(s["offsets"]) > 0
         assert all(-1e-6 <= m <= 1 + 1e-6 for m in s["margins"])
-    assert res.stats, "the tiny traces contain candidate cues"
+    # Which cues the sampled traces hold is the model's affair (test_cue_statistics_of_known_traces
+    # counts known ones); whatever was kept makes the profile.
     profile = CueProfile.load(res.files["profile"])
     assert profile.large_model == "tiny-large" and profile.provenance["source"] == "calibrated"
     assert profile.cue_texts == [s.cue for s in res.stats if s.kept]
@@ -63,11 +64,31 @@ def test_calibration_produces_a_profile_the_runtime_loads(runtimes, tmp_path: Pa
     assert again.profile == res.profile
 
 
+def test_cue_statistics_of_known_traces(runtimes, tmp_path: Path):
+    """Traces written here, so their cues are known: every occurrence is counted, and each
+    segment is scored by the real small model (teacher-forced)."""
+    reasoning = ("<think>\nLet me think about 12 and 30. So 12 + 30 = 42. Therefore, the sum is 42. "
+                 "Wait, let me check. So the total is 42.\n</think>")  # fmt: skip
+    traces = tmp_path / "traces.jsonl"
+    traces.write_text("".join(json.dumps({"id": f"t{i}", "problem": p, "reasoning": reasoning}) + "\n"
+                              for i, p in enumerate(PROBLEMS[:3])))  # fmt: skip
+    cues = tmp_path / "cues.txt"
+    cues.write_text("So\nTherefore,\nWait,\nThus\n")
+    res = calibrate(large=None, small=runtimes.small.url, out_dir=tmp_path / "out", traces_path=traces,
+                    cues_file=cues, min_count=1, n_boot=100, large_name="tiny-large", small_name="tiny-small",
+                    show_progress=False)  # fmt: skip
+    assert {s.cue: s.count for s in res.stats} == {"So": 6, "Therefore,": 3, "Wait,": 3}
+    assert all(0 <= s.segment_margin <= 1 and 0 <= s.elsewhere_margin <= 1 for s in res.stats)
+    assert CueProfile.load(res.files["profile"]).cue_texts == [s.cue for s in res.stats if s.kept]
+
+
+# Every trace runs to max_tokens (ignore_eos): the run is long by construction, so it is still
+# going when two traces are saved.
 KILLABLE = """
 import sys
 from relaygen_sgl.calibration.traces import generate_traces
 generate_traces({problems!r}, {url!r}, {path!r}, samples=1, max_tokens=120, threads=1,
-                sampling={{"temperature": 0}})
+                sampling={{"temperature": 0, "ignore_eos": True}})
 """
 
 
@@ -90,13 +111,13 @@ def test_trace_generation_resumes_after_a_kill(runtimes, tmp_path: Path):
     before = [ln for ln in before if ln.endswith("}")]
     assert 2 <= len(before) < len(PROBLEMS)
     rows = generate_traces(PROBLEMS, runtimes.large.url, path, max_tokens=120, threads=1,
-                           sampling={"temperature": 0})  # fmt: skip
+                           sampling={"temperature": 0, "ignore_eos": True})  # fmt: skip
     lines = path.read_text().splitlines()
     assert lines[: len(before)] == before  # nothing finished was lost or rewritten
     ids = [json.loads(x)["id"] for x in lines]
     assert len(ids) == len(set(ids)) == len(PROBLEMS)  # no duplicates
     clean = generate_traces(PROBLEMS, runtimes.large.url, tmp_path / "clean.jsonl", max_tokens=120,
-                            threads=1, sampling={"temperature": 0})  # fmt: skip
+                            threads=1, sampling={"temperature": 0, "ignore_eos": True})  # fmt: skip
     assert [r["reasoning"] for r in rows] == [r["reasoning"] for r in clean]
 
 

@@ -65,6 +65,16 @@ def test_sample_seeds_depend_on_problem_and_sample_only():
     assert len(seeds) == 12
 
 
+def test_problems_without_an_answer_count_but_are_not_graded():
+    rows = [row("relay", "a", True), row("relay", "b", False), row("relay", "c", None)]
+    (m,) = summarize(rows, ["relay"])["modes"]
+    assert m["problems"] == 3 and m["n"] == 3 and m["ungraded"] == 1 and m["accuracy"] == 0.5
+    md = markdown(summarize(rows, ["relay"]))
+    assert "no answer to check (run and timed, not in pass@1): relay 1." in md
+    (m,) = summarize([row("relay", "c", None)], ["relay"])["modes"]
+    assert m["accuracy"] is None and m["ci95"] is None
+
+
 def test_paired_differences_and_discordant_counts():
     # Problems p0..p9: large-only right on 0-5, relay on 0-4 and 7, random switching on 0-2.
     rows = [row("large_only", f"p{i}", i <= 5) for i in range(10)]

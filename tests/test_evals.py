@@ -110,15 +110,19 @@ def test_paper_protocol_and_throughput_on_three_problems(runtimes, tiny_profile,
     problems = load_dataset(f"jsonl:{_sums(tmp_path)}")
     out = tmp_path / "paper"
     pair = RelayPair(runtimes.large.url, runtimes.small.url)
+    # ignore_eos: every generation is 60 tokens, so four in flight overlap by construction.
     kw = dict(large=pair, profile=tiny_profile, out_dir=out, modes=["large_only", "relay"], max_tokens=60,
-              protocol="paper", samples=2, throughput=True, concurrency=4, show_progress=False)  # fmt: skip
+              protocol="paper", samples=2, throughput=True, concurrency=4, show_progress=False,
+              ignore_eos=True)  # fmt: skip
     summary = run_eval(problems, **kw)
     rows = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
     assert sorted((r["mode"], r["id"], r["sample"]) for r in rows) == sorted(
         (m, p.id, k) for m in ("large_only", "relay") for p in problems for k in range(2))
     index = {p.id: i for i, p in enumerate(problems)}
     assert all(r["seed"] == sample_seed(0, index[r["id"]], r["sample"]) for r in rows)  # mode-free
-    assert all(r["sampling"] == {"temperature": 0.6, "top_p": 0.95, "top_k": 20} for r in rows)
+    assert all(r["sampling"] == {"temperature": 0.6, "top_p": 0.95, "top_k": 20, "ignore_eos": True}
+               for r in rows)  # fmt: skip
+    assert all(r["output_tokens"] == 60 for r in rows)
     assert all("truncated" in r and "thinking" in r and SUMMARY_FIELDS <= set(r) for r in rows)
     tp = json.loads((out / "throughput.json").read_text())
     for m in summary["modes"]:

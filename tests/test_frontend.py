@@ -3,9 +3,7 @@ written as SGLang's docs write them, relay every ``sgl.gen``.  Nothing mocked.""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
+import importlib
 
 import pytest
 import sglang as sgl
@@ -80,9 +78,10 @@ def test_multi_turn_program_relays_each_gen_with_its_stats(backend):
             assert st["mode"] == "relay" and st["handoff"] == "ids"
             assert 0 < st["output_tokens"] <= RUN["max_new_tokens"]
             assert state[name] and state[name] in state.text()
-    # The trained tiny models emit cues: at least one gen switched to the small model.
-    switched = [relay_stats(s, n) for s in states for n in ("first", "second")]
-    assert any(st["switches"] > 0 and st["small_tokens"] > 0 for st in switched), switched
+            # What the tiny models write is theirs (switching itself is forced in test_relay.py),
+            # but the stats of whatever they wrote add up.
+            assert st["switches"] == sum(st["cue_counts"].values())
+            assert st["large_tokens"] + st["small_tokens"] == st["output_tokens"]
 
 
 def test_run_defaults_and_the_chat_templates_stop_strings_reach_the_relay(runtimes):
@@ -231,8 +230,10 @@ def test_a_small_runtime_that_is_down_fails_the_program_cleanly(runtimes):
 
 
 @pytest.mark.parametrize("name", ["math_boxed", "multiple_choice", "batch_math"])
-def test_example_programs_have_help(name):
-    out = subprocess.run([sys.executable, "-m", f"programs.{name}", "--help"], capture_output=True, text=True,
-                         cwd=Path(__file__).parents[1], timeout=120)  # fmt: skip
-    assert out.returncode == 0, out.stderr
-    assert "--large-url" in out.stdout
+def test_example_programs_have_help(name, capsys):
+    # In this process: a fresh interpreter per program spent its time importing SGLang again.
+    program = importlib.import_module(f"programs.{name}")
+    with pytest.raises(SystemExit) as done:
+        program.main(["--help"])
+    assert done.value.code == 0
+    assert "--large-url" in capsys.readouterr().out

@@ -55,3 +55,30 @@ def test_non_thinking_models_keep_grading_the_whole_output():
     # Cut at the budget: still graded on what it wrote, but flagged.
     g = grade("We add 12 and 30 to get 42, then", "42", thinking=False, finish_reason="length")
     assert (g.correct, g.truncated) == (True, True)
+
+
+@pytest.mark.parametrize(
+    "output,letter",
+    [
+        ("so the answer is \\boxed{B}", "B"),
+        ("\\boxed{(C)}", "C"),
+        ("\\boxed{\\text{D}}", "D"),
+        ("\\boxed{B: 42 eV}", "B"),
+        ("The answer is (A).", "A"),
+        ("Final answer: **C**", "C"),
+        ("The answer is B. No wait, the answer is D", "D"),
+        ("The answer is a bit unclear", None),
+        ("\\boxed{E}", None),  # not one of the four options
+        ("\\boxed{42}", None),
+    ],
+)
+def test_multiple_choice_is_graded_on_the_letter(output: str, letter: str | None):
+    g = grade(output, "D", thinking=False, choices=4)
+    assert g.predicted == letter and g.correct is (letter == "D")
+
+
+def test_a_problem_without_an_answer_is_not_graded():
+    g = grade("so \\boxed{7}", None, thinking=False)
+    assert (g.predicted, g.correct) == ("7", None)
+    g = grade("<think>still going", None, thinking=True, finish_reason="length")
+    assert (g.correct, g.truncated) == (None, True)

@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import start_relay_server, stop_process
 
 SUMS = [(3, 4), (12, 30), (8, 9), (21, 5)]
 
@@ -62,14 +61,9 @@ def tasks(tmp_path_factory) -> Path:
     return d
 
 
-@pytest.fixture(scope="module")
-def relay_url(runtimes, tmp_path_factory):
-    proc, url = start_relay_server(tmp_path_factory.mktemp("relay-lm-eval"), runtimes.large.url,
-                                   runtimes.small.url, "lm-eval")  # fmt: skip
-    try:
-        yield url
-    finally:
-        stop_process(proc)
+@pytest.fixture
+def relay_url(shared_relay_server) -> str:
+    return shared_relay_server[1]
 
 
 def lm_eval(tasks: Path, out: Path, model: str, model_args: str, task: str, *extra: str) -> list[dict]:

@@ -686,3 +686,17 @@ def test_a_listener_that_gives_up_aborts_the_call_in_flight(how: str) -> None:
     with pytest.raises(HungUp):
         run_driver(how, m, runtimes, hang_up)
     assert runtimes.aborted == ["req-00000"] and m.done and m.error is None
+
+
+def test_the_eos_id_a_runtime_lists_is_not_kept_nor_handed_on() -> None:
+    m = machine(ids=True)
+    call = m.next_call()
+    assert call is not None
+    eos_id = 151643
+    res = dataclasses.replace(turn_result(call, eos("hmm")), output_ids=[*CODEC.encode("hmm"), eos_id],
+                              completion_tokens=4, matched=eos_id)  # fmt: skip
+    m.complete(call, res)
+    answer = m.next_call()
+    assert answer is not None and answer.kind == "answer"
+    assert eos_id not in answer.body["input_ids"]
+    assert m.segments[0].num_tokens == 3 and m.stats.large_tokens == 3

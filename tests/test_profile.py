@@ -148,3 +148,8 @@ def test_a_profile_names_both_sides_of_a_pair_mismatch():
     warning = prof.pair_mismatch("/models/qwen2.5-coder-1.5b-instruct", "/models/smollm2-135m-instruct")
     assert warning is not None and "small runtime serves '/models/smollm2-135m-instruct'" in warning
     assert "calibrated for 'qwen2.5-coder-0.5b'" in warning and "large runtime" not in warning
+
+
+def test_a_narrowed_profile_can_be_widened_again():
+    assert CueProfile.from_dict(GOOD).top_cues(1).top_cues(2).cue_texts == ["Therefore,", "So"]
+    assert CueProfile.from_dict(RANKED).top_cues(1).top_cues(4).cue_texts[-1] == "Now,"

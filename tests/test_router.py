@@ -52,6 +52,7 @@ pytestmark = [
 ]
 
 TINY_PROFILE = tiny_profile(min_large_tokens=5, max_small_tokens=24)
+CUE_TOKENS = 60  # a cue-forced relay of 60 tokens switches twice (see test_relay.py)
 QUESTION = [{"role": "user", "content": "What is 12 + 30?"}]
 # A CPU shared with other jobs can take minutes to start three SGLang servers.
 STARTUP_S = float(os.environ.get("RELAYGEN_TEST_STARTUP_S", 900))
@@ -81,6 +82,10 @@ def _on_every_worker(pool: RuntimePool, path: str, body: dict | None = None) -> 
     return {requests.post(f"{url}{path}", json=body, timeout=60).status_code for url in pool.worker_urls}
 
 
+def _config(sampling: dict, max_tokens: int, **fields) -> RelayConfig:
+    return RelayConfig(max_tokens=max_tokens, sampling=sampling, **fields)
+
+
 def _children(pid: int) -> list[int]:
     """PIDs whose parent is ``pid`` (the workers and routers a CLI started, each its own group)."""
     out = []
@@ -94,10 +99,11 @@ def _children(pid: int) -> list[int]:
     return out
 
 
-def test_cli_serve_with_replicas_relays_through_routers_and_stops_everything(tiny_pair, tmp_path: Path):
+def test_cli_serve_with_replicas_relays_through_routers_and_stops_everything(tiny_pair, forcing,
+                                                                             tmp_path: Path):  # fmt: skip
     """`relaygen serve --large-replicas 2`: 3 workers + 1 router, /health per worker, relays switch,
     SIGTERM stops every process group it started."""
-    profile = tiny_profile().save(tmp_path / "profile.json")
+    profile = forcing.cue_profile(min_large_tokens=5, max_small_tokens=24).save(tmp_path / "profile.json")
     port = free_port()
     log = open(tmp_path / "serve.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
@@ -128,12 +134,14 @@ def test_cli_serve_with_replicas_relays_through_routers_and_stops_everything(tin
         assert small["ok"] and small["router"] is None and list(small["workers"]) == [small["url"]]
         started = _children(proc.pid)
         assert len(started) == 4, started  # two large workers, their router, one small worker
+        # Every large turn ends at the cue (forced): the cue regexes reached the workers.
         r = requests.post(f"{url}/v1/chat/completions", timeout=600, json={
-            "model": "relaygen", "messages": QUESTION, "n": 4, "temperature": 0.8, "seed": 1,
+            "model": "relaygen", "messages": QUESTION, "n": 2, "max_tokens": CUE_TOKENS,
+            **forcing.cue_every_token(),
         })  # fmt: skip
         assert r.status_code == 200, r.text
         stats = r.json()["relaygen"]
-        assert sum(s["switches"] for s in stats) >= 1, stats  # the cues fired: not through the router
+        assert [s["switches"] for s in stats] == [2, 2], stats
     finally:
         started = _children(proc.pid) or started
         os.killpg(proc.pid, signal.SIGTERM)
@@ -195,10 +203,17 @@ def pools(tiny_pair, tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture(scope="module")
-def relay_server(pools, tmp_path_factory: pytest.TempPathFactory):
-    """`relaygen serve` in front of the large pool's router and the small runtime."""
+def cue(forcing):
+    """A profile and sampling under which every large turn ends at the cue (tests/forcing.py)."""
+    return forcing.cue_profile(min_large_tokens=5, max_small_tokens=24), forcing.cue_every_token()
+
+
+@pytest.fixture(scope="module")
+def relay_server(pools, cue, tmp_path_factory: pytest.TempPathFactory):
+    """`relaygen serve` in front of the large pool's router and the small runtime, with the cue profile."""
     large, small = pools
-    proc, url = start_relay_server(tmp_path_factory.mktemp("relay-server"), large.url, small.url, "pooled")
+    proc, url = start_relay_server(tmp_path_factory.mktemp("relay-server"), large.url, small.url, "pooled",
+                                   profile=cue[0])  # fmt: skip
     try:
         yield url
     finally:
@@ -217,18 +232,15 @@ def _reuse(calls) -> list[tuple[str, int, int]]:
 
 
 def _assert_switches_reuse_cache(results) -> None:
-    """Switches happen, and every switch after the first hits >= 90% of that runtime's previous context."""
-    assert sum(r.stats.switches for r in results) >= 1, [r.text[-80:] for r in results]
+    """Every relay switched (the cues fired: forced), and every call after a runtime's first hits
+    >= 90% of that runtime's previous context."""
+    assert [r.stats.switches for r in results] == [2] * len(results), [r.text[-80:] for r in results]
     checked = 0
     for r in results:
         for runtime, cached, prev in _reuse(r.stats.calls):
             assert cached >= 0.9 * prev, (runtime, cached, prev, r.stats.calls)
             checked += 1
     assert checked >= 2
-
-
-def _sampled(seed: int, max_tokens: int = 200) -> RelayConfig:
-    return RelayConfig(max_tokens=max_tokens, sampling={"temperature": 0.8, "sampling_seed": seed})
 
 
 def _request_id(result) -> str:
@@ -291,26 +303,28 @@ def test_router_drops_stop_regex_but_keeps_ids_rid_and_no_stop_trim(pools):
     assert len(routed["output_ids"]) == 16  # input_ids passed, ids came back
 
 
-def test_relay_pinned_to_one_replica_per_request_switches_and_reuses_cache(pools):
+def test_relay_pinned_to_one_replica_per_request_switches_and_reuses_cache(pools, cue):
     """A relay given one worker URL or the pool objects: each request on one replica."""
     large, small = pools
+    profile, sampling = cue
     results, homes = [], []
     for seed in range(4):
         key = f"relay-{seed}"
         homes.append(_home(large, key))
-        results.append(relay_generate(messages=QUESTION, large=homes[-1], small=small.url,
-                                      profile=TINY_PROFILE, config=_sampled(seed)))
-    results += [relay_generate(messages=QUESTION, large=large, small=small, profile=TINY_PROFILE,
-                               config=_sampled(10 + seed)) for seed in range(2)]
+        results.append(relay_generate(messages=QUESTION, large=homes[-1], small=small.url, profile=profile,
+                                      config=_config(sampling, CUE_TOKENS)))  # fmt: skip
+    results += [relay_generate(messages=QUESTION, large=large, small=small, profile=profile,
+                               config=_config(sampling, CUE_TOKENS)) for _ in range(2)]  # fmt: skip
     _assert_switches_reuse_cache(results)
     assert homes == [_home(large, f"relay-{s}") for s in range(4)]  # stable
 
 
-def test_relay_through_the_router_url_switches_and_reuses_cache(pools):
+def test_relay_through_the_router_url_switches_and_reuses_cache(pools, cue):
     """The acceptance test: the relay given the router URL sends every call of a request to one
     replica (so the cues fire and each switch after the first hits >= 90% of that runtime's
     previous context), and spreads requests over both replicas."""
     large, small = pools
+    profile, sampling = cue
     pair = AsyncRelayPair(large.url, small.url)  # as a relay server gets it: a URL, workers found at /workers
 
     async def run_all() -> tuple[dict[str, list[str]], list]:
@@ -320,13 +334,13 @@ def test_relay_through_the_router_url_switches_and_reuses_cache(pools):
         assert not pair.workers["small"].is_router and pair.client_for("small", "x") is pair.small
         homes = _keys_homed(pair, 2, "relay-url")
 
-        async def one(key: str, seed: int):
-            m = await prepare(pair, _sampled(seed), messages=QUESTION, profile=TINY_PROFILE, request_id=key)
+        async def one(key: str):
+            m = await prepare(pair, _config(sampling, CUE_TOKENS), messages=QUESTION, profile=profile,
+                              request_id=key)  # fmt: skip
             return await run(m, pair)
 
-        keys = [k for ks in homes.values() for k in ks]
         try:
-            return homes, await asyncio.gather(*(one(k, i) for i, k in enumerate(keys)))  # all in flight
+            return homes, await asyncio.gather(*(one(k) for ks in homes.values() for k in ks))  # all at once
         finally:
             await pair.aclose()
 
@@ -335,8 +349,8 @@ def test_relay_through_the_router_url_switches_and_reuses_cache(pools):
     for home, ks in homes.items():
         assert all(pair.client_for("large", k).url == home for k in ks)
     # The sync driver and a fresh pair per call (relay_generate with the router URL) alike.
-    results += [relay_generate(messages=QUESTION, large=large.url, small=small.url, profile=TINY_PROFILE,
-                               config=_sampled(20 + seed)) for seed in range(2)]
+    results += [relay_generate(messages=QUESTION, large=large.url, small=small.url, profile=profile,
+                               config=_config(sampling, CUE_TOKENS)) for _ in range(2)]  # fmt: skip
     _assert_switches_reuse_cache(results)
     switches = sum(r.stats.switches for r in results)
     print(f"\nrelay through the router URL: {len(results)} requests, {switches} switches, "
@@ -358,7 +372,9 @@ def test_cancelled_relay_aborts_its_call_on_its_own_replica(pools):
         while not got:  # streaming from its replica
             assert time.monotonic() < deadline and not task.done(), "the relay never streamed"
             await asyncio.sleep(0.05)
-        assert await asyncio.to_thread(home.running_requests) >= 1
+        while not await asyncio.to_thread(home.running_requests):  # its load report lags a little
+            assert time.monotonic() < deadline, "the replica never reported the relay's call"
+            await asyncio.sleep(0.05)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
@@ -374,7 +390,7 @@ def test_cancelled_relay_aborts_its_call_on_its_own_replica(pools):
     print(f"\ncancelled relay: its replica stopped the call {took:.2f}s after the cancel")
 
 
-def test_relay_server_fronts_the_router_and_reports_each_worker(pools, relay_server):
+def test_relay_server_fronts_the_router_and_reports_each_worker(pools, relay_server, cue):
     large, small = pools
     h = requests.get(f"{relay_server}/health", timeout=60)
     assert h.status_code == 200, h.text
@@ -385,10 +401,10 @@ def test_relay_server_fronts_the_router_and_reports_each_worker(pools, relay_ser
     assert all(w["healthy"] for w in body["large"]["workers"].values())
     assert body["small"]["router"] is None and list(body["small"]["workers"]) == [small.url]
     r = requests.post(f"{relay_server}/v1/chat/completions", timeout=600, json={
-        "model": "relaygen", "messages": QUESTION, "n": 4, "temperature": 0.8, "seed": 7,
+        "model": "relaygen", "messages": QUESTION, "n": 2, "max_tokens": CUE_TOKENS, **cue[1],
     })  # fmt: skip
     assert r.status_code == 200, r.text
-    assert sum(s["switches"] for s in r.json()["relaygen"]) >= 1
+    assert [s["switches"] for s in r.json()["relaygen"]] == [2, 2]
 
 
 def _interleaved_turns(url: str, tok, with_key: bool, requests_n: int = 3, turns: int = 4) -> list[float]:
@@ -492,7 +508,11 @@ def _kill(pool: RuntimePool, url: str) -> int:
     return pid
 
 
-EVAL_N = 16  # problems in the eval that runs through the kill
+EVAL_N = 8  # problems in the eval that runs through the kill, 4 at a time
+# Tokens per problem, with --ignore-eos: the eval is long by construction (two rounds of 400
+# decode steps), far longer than the few HTTP calls the test makes between seeing it under way
+# and killing the replica.
+EVAL_TOKENS = 400
 
 
 def _eval(tmp_path: Path, pools) -> subprocess.Popen:
@@ -505,7 +525,8 @@ def _eval(tmp_path: Path, pools) -> subprocess.Popen:
         problems.write_text("".join(json.dumps(r) + "\n" for r in rows))
         tiny_profile().save(tmp_path / "profile.json")
     cmd = [sys.executable, "-m", "evals.run_eval", "--dataset", f"jsonl:{problems}", "--limit", "0",
-           "--modes", "relay", "--max-tokens", "200", "--concurrency", "4", "--large-url", large.url,
+           "--modes", "relay", "--max-tokens", str(EVAL_TOKENS), "--ignore-eos", "--concurrency", "4",
+           "--large-url", large.url,
            "--small-url", small.url, "--profile", str(tmp_path / "profile.json"),
            "--out", str(tmp_path / "eval")]  # fmt: skip
     log = open(tmp_path / "eval.log", "ab")  # noqa: SIM115 - the child owns it
@@ -515,7 +536,7 @@ def _eval(tmp_path: Path, pools) -> subprocess.Popen:
         log.close()
 
 
-def test_killed_replica_fails_its_in_flight_request_clearly_and_the_others_go_on(pools, relay_server,
+def test_killed_replica_fails_its_in_flight_request_clearly_and_the_others_go_on(pools, relay_server, forcing,
                                                                                  tmp_path: Path):  # fmt: skip
     """We chose to fail the in-flight request (with a RelayError naming the runtime and the replica)
     rather than retry it elsewhere: its output may have been streamed already.  New requests
@@ -539,7 +560,8 @@ def test_killed_replica_fails_its_in_flight_request_clearly_and_the_others_go_on
         done["t"] = time.monotonic()
 
     ev = _eval(tmp_path, pools)
-    workers = [RuntimeClient(u) for u in large.worker_urls]
+    # Its relays run on the large workers and the small one in turn.
+    workers = [RuntimeClient(u) for u in [*large.worker_urls, *small.worker_urls]]
     deadline = time.monotonic() + 300
     while sum(w.running_requests() for w in workers) < 2:  # the eval is under way
         assert time.monotonic() < deadline and ev.poll() is None, (tmp_path / "eval.log").read_text()[-3000:]
@@ -555,7 +577,7 @@ def test_killed_replica_fails_its_in_flight_request_clearly_and_the_others_go_on
     assert not th.is_alive(), "the in-flight request hung after its replica died"
     err = done.get("error")
     assert err is not None, f"the in-flight request did not fail: {done}"
-    assert "large runtime failed" in str(err) and victim in str(err) and err.runtime == "large", err
+    assert "large runtime failed" in str(err) and victim in str(err) and err.role == "large", err
     print(f"\nin-flight request failed {done['t'] - t_kill:.2f}s after the kill: {err}")
     # Only the dead replica's requests move.
     after = {k: pair.aio.client_for("large", k).url for k in keys}
@@ -563,16 +585,19 @@ def test_killed_replica_fails_its_in_flight_request_clearly_and_the_others_go_on
     assert {k for k in keys if before[k] != after[k]} == {k for k in keys if before[k] == victim}
     # New requests succeed: on this pair (it saw the failure), over the pool objects (they see the
     # dead process), and with a fresh pair per call once the router's health check has noticed.
-    again = pair.run(pair.prepare(_sampled(1, 120), messages=QUESTION, profile=TINY_PROFILE, request_id=key))
+    # Each writes 40 fillers (forced), so each answer is known.
+    sevens = forcing.repeat(forcing.filler)
+    cfg = RelayConfig(max_tokens=40, sampling=sevens)
+    again = pair.run(pair.prepare(cfg, messages=QUESTION, profile=TINY_PROFILE, request_id=key))
     pooled = relay_generate(messages=QUESTION, large=large, small=small, profile=TINY_PROFILE,
-                            config=RelayConfig(max_tokens=120))
+                            config=_config(sevens, 40))  # fmt: skip
     deadline = time.monotonic() + 60
     while any(w.get("is_healthy") for w in router_workers(large.url) or [] if w.get("url") == victim):
         assert time.monotonic() < deadline, "the router never noticed the dead replica"
         time.sleep(0.5)
     fresh = [relay_generate(messages=QUESTION, large=large.url, small=small.url, profile=TINY_PROFILE,
-                            config=_sampled(i, 120)) for i in range(3)]
-    assert all(r.text for r in [again, pooled, *fresh])
+                            config=_config(sevens, 40)) for _ in range(3)]  # fmt: skip
+    assert [r.text for r in [again, pooled, *fresh]] == [forcing.filler_text * 40] * 5
     # The relay server: /health says which replica is gone and still serves (one large worker left).
     h = requests.get(f"{relay_server}/health", timeout=60)
     assert h.status_code == 200, h.text

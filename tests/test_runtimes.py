@@ -40,21 +40,17 @@ def test_shared_prefix_is_served_from_radix_cache(runtimes):
     assert len(prefix) - 1 <= second.cached_tokens <= second.prompt_tokens
 
 
-def test_stop_regex_stops_generation(runtimes):
+def test_stop_regex_stops_generation(runtimes, forcing):
     client = RuntimeClient.of(runtimes.large)
+    # Every token is the filler (forced), so the regex matches at the third.
     out = client.generate(
         text=PROMPT + "<think>\n",
-        sampling_params={
-            "max_new_tokens": 200,
-            "temperature": 0,
-            "stop_regex": [r"[0-9]\."],
-            "no_stop_trim": True,
-        },
+        sampling_params={**forcing.repeat(forcing.filler), "max_new_tokens": 200, "stop_regex": [r"7{3}"],
+                         "no_stop_trim": True},  # fmt: skip
     )
     assert out.finish_type == "stop"
-    assert out.matched == r"[0-9]\."
-    assert out.text.rstrip().endswith(".")
-    assert len(out.output_ids) < 200
+    assert out.matched == r"7{3}"
+    assert out.text == "777" and len(out.output_ids) == 3
 
 
 def test_top_k_logprobs_come_back(runtimes):
@@ -91,7 +87,8 @@ def test_server_dying_during_start_shows_log_tail(tmp_path: Path):
     assert rt.proc is None
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+# SIGKILL (no cleanup code runs in the CLI at all) is test_router.py's, with replicas and a router.
+@pytest.mark.parametrize("sig", [signal.SIGTERM])
 def test_cli_serve_runtimes_leaves_no_orphans(tiny_pair, tmp_path: Path, sig: signal.Signals):
     proc = subprocess.Popen(
         [sys.executable, "-m", "relaygen_sgl.cli", "serve-runtimes",
@@ -104,8 +101,8 @@ def test_cli_serve_runtimes_leaves_no_orphans(tiny_pair, tmp_path: Path, sig: si
         info = json.loads(line)
         for role in ("large", "small"):
             assert requests.get(info[role]["url"] + "/health", timeout=5).status_code == 200
-        proc.send_signal(sig)  # SIGKILL: no cleanup code runs in the CLI at all
-        assert proc.wait(timeout=60) == (0 if sig == signal.SIGTERM else -signal.SIGKILL)
+        proc.send_signal(sig)
+        assert proc.wait(timeout=60) == 0
         deadline = time.monotonic() + 20
         while any(process_group_alive(info[r]["pid"]) for r in ("large", "small")):
             assert time.monotonic() < deadline, "runtime processes outlived the CLI"

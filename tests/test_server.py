@@ -14,14 +14,9 @@ from conftest import QUESTION, start_relay_server, stop_process
 from relaygen_sgl.runtime.process import free_port
 
 
-@pytest.fixture(scope="module")
-def server(runtimes, tmp_path_factory):
-    proc, url = start_relay_server(tmp_path_factory.mktemp("relay-server"), runtimes.large.url,
-                              runtimes.small.url, "ok")  # fmt: skip
-    try:
-        yield url
-    finally:
-        stop_process(proc)
+@pytest.fixture
+def server(shared_relay_server) -> str:
+    return shared_relay_server[1]
 
 
 @pytest.fixture
@@ -36,15 +31,15 @@ def test_models_and_health(client, server):
 
 
 def test_chat_completion_with_relay_stats(client):
-    r = client.chat.completions.create(model="relaygen", messages=QUESTION, max_tokens=300,
-                                       temperature=0.8, seed=3)  # fmt: skip
+    r = client.chat.completions.create(model="relaygen", messages=QUESTION, max_tokens=100,
+                                       temperature=0.8, seed=3, extra_body={"ignore_eos": True})  # fmt: skip
     stats = r.model_extra["relaygen"]
     assert stats["mode"] == "relay" and stats["output_tokens"] == r.usage.completion_tokens
     assert stats["large_tokens"] + stats["small_tokens"] == r.usage.completion_tokens
     msg = r.choices[0].message
     reasoning = msg.model_extra.get("reasoning_content") or ""
     assert (reasoning + (msg.content or "")).strip()
-    assert r.choices[0].finish_reason in ("stop", "length")
+    assert r.choices[0].finish_reason == "length" and r.usage.completion_tokens == 100
 
 
 def test_chat_streaming_matches_non_streaming(client):
@@ -66,10 +61,11 @@ def test_chat_streaming_matches_non_streaming(client):
 def test_completions_streaming_and_not(client):
     prompt = "<|im_start|>user\nWhat is 7 + 8?<|im_end|>\n<|im_start|>assistant\n"
     full = client.completions.create(model="relaygen-large-only", prompt=prompt, max_tokens=60,
-                                     temperature=0)  # fmt: skip
+                                     temperature=0, extra_body={"ignore_eos": True})  # fmt: skip
     assert full.model_extra["relaygen"]["mode"] == "large_only"
     chunks = client.completions.create(model="relaygen-large-only", prompt=prompt, max_tokens=60,
-                                       temperature=0, stream=True)  # fmt: skip
+                                       temperature=0, stream=True,
+                                       extra_body={"ignore_eos": True})  # fmt: skip
     streamed = "".join(c.choices[0].text for c in chunks if c.choices)
     assert streamed == full.choices[0].text and streamed
 
@@ -103,6 +99,8 @@ def test_concurrent_requests_are_served_concurrently(client):
         ({"model": "relaygen", "messages": [{"role": "user", "content": "x " * 3000}]}, 400,
          "context_length_exceeded"),
         ({"model": "relaygen", "messages": QUESTION, "temperature": "hot"}, 400, "temperature"),
+        ({"model": "relaygen", "messages": QUESTION, "logit_bias": {"seven": 1}}, 400, "logit_bias"),
+        ({"model": "relaygen", "messages": QUESTION, "logit_bias": {"7": 101}}, 400, "logit_bias"),
     ],
 )  # fmt: skip
 def test_bad_requests_get_openai_style_errors(server, body, status, code_or_param):

@@ -22,14 +22,9 @@ from relaygen_sgl.runtime.server import SGLangRuntime
 PROMPT = "<|im_start|>user\nWhat is 7 + 8?<|im_end|>\n<|im_start|>assistant\n"
 
 
-@pytest.fixture(scope="module")
-def server(runtimes, tmp_path_factory):
-    proc, url = start_relay_server(tmp_path_factory.mktemp("relay-protocols"), runtimes.large.url,
-                                   runtimes.small.url, "protocols")  # fmt: skip
-    try:
-        yield proc, url
-    finally:
-        stop_process(proc)
+@pytest.fixture
+def server(shared_relay_server):
+    return shared_relay_server
 
 
 @pytest.fixture
@@ -59,10 +54,12 @@ def _wait_idle(client: RuntimeClient, timeout: float = 8.0) -> float:
     return time.monotonic() - t0
 
 
-def test_streaming_is_per_token_and_tagged_with_the_model(client):
+def test_streaming_is_per_token_and_tagged_with_the_model(client, forcing):
     deltas = []
-    for chunk in client.chat.completions.create(model="relaygen", messages=QUESTION, max_tokens=200,
-                                                temperature=0.8, seed=1, stream=True):  # fmt: skip
+    # Every large turn ends at the forcing cue (the server's profile has it), so both models write.
+    bias = {"logit_bias": forcing.cue_every_token()["logit_bias"]}
+    for chunk in client.chat.completions.create(model="relaygen", messages=QUESTION, max_tokens=60,
+                                                temperature=0, stream=True, extra_body=bias):  # fmt: skip
         d = chunk.choices[0].delta if chunk.choices else None
         if d is not None and (d.content or (d.model_extra or {}).get("reasoning_content")):
             deltas.append(d)
@@ -72,31 +69,29 @@ def test_streaming_is_per_token_and_tagged_with_the_model(client):
     # Many chunks per turn, not one per segment.
     assert len(deltas) >= 2 * turns and len(deltas) > 10
     models = {(d.model_extra or {}).get("relaygen_model") for d in deltas}
-    assert models <= {"large", "small"} and "large" in models
-    if stats["small_tokens"]:
-        assert "small" in models
+    assert models == {"large", "small"} and stats["switches"] >= 1
 
 
 def test_stop_strings_cut_the_relayed_output(client):
-    free = client.completions.create(model="relaygen", prompt=PROMPT, max_tokens=120, temperature=0, seed=2)
-    text = free.choices[0].text
-    stop = next(c for c in ("+", "=", ".") if c in text)
-    r = client.completions.create(model="relaygen", prompt=PROMPT, max_tokens=120, temperature=0, seed=2,
-                                  stop=[stop, "never-seen"])  # fmt: skip
+    kw = dict(model="relaygen", prompt=PROMPT, max_tokens=120, temperature=0, seed=2,
+              extra_body={"ignore_eos": True})  # fmt: skip
+    text = client.completions.create(**kw).choices[0].text
+    stop = text[len(text) // 2 :][:3]  # a piece of the output: 120 tokens (no EOS) are plenty
+    assert len(stop) == 3, text
+    r = client.completions.create(**kw, stop=[stop, "never-seen"])
     assert r.choices[0].finish_reason == "stop"
-    assert stop not in r.choices[0].text
-    assert text.startswith(r.choices[0].text)
-    streamed = "".join(c.choices[0].text for c in client.completions.create(
-        model="relaygen", prompt=PROMPT, max_tokens=120, temperature=0, seed=2, stop=stop, stream=True)
-        if c.choices)  # fmt: skip
-    assert stop not in streamed
+    assert r.choices[0].text == text[: text.index(stop)]
+    streamed = "".join(c.choices[0].text for c in client.completions.create(**kw, stop=stop, stream=True)
+                       if c.choices)  # fmt: skip
+    assert streamed == text[: text.index(stop)]
 
 
 def test_completions_take_lists_and_token_ids(client, runtimes):
     ids = RuntimeClient.of(runtimes.large).tokenizer.encode(PROMPT)
     for prompt, n_choices in ((PROMPT, 1), ([PROMPT, "<|im_start|>user\nHi<|im_end|>\n"], 2), (ids, 1),
                               ([ids, ids[:-3]], 2)):  # fmt: skip
-        r = client.completions.create(model="relaygen-large-only", prompt=prompt, max_tokens=8, temperature=0)
+        r = client.completions.create(model="relaygen-large-only", prompt=prompt, max_tokens=8, temperature=0,
+                                      extra_body={"ignore_eos": True})  # fmt: skip
         assert [c.index for c in r.choices] == list(range(n_choices))
         assert all(c.text for c in r.choices)
     same = client.completions.create(model="relaygen-large-only", prompt=PROMPT, max_tokens=8, temperature=0)
@@ -152,7 +147,7 @@ def test_native_generate_through_sglang_runtime_endpoint(url):
     @sgl.function
     def solve(s, question):
         s += "<|im_start|>user\n" + question + "<|im_end|>\n<|im_start|>assistant\n"
-        s += sgl.gen("answer", max_tokens=160, temperature=0.8)
+        s += sgl.gen("answer", max_tokens=160, temperature=0.8, ignore_eos=True)  # an answer of 160 tokens
         s += "\nSure? " + sgl.select("sure", choices=["yes", "no"])
 
     state = solve.run(question="What is 12 + 30?", backend=backend)

@@ -25,6 +25,7 @@ from relaygen_sgl.calibration.margins import (
 from relaygen_sgl.cues import SENTENCE_END_REGEX, CueMatcher
 from relaygen_sgl.jsonl import read_jsonl
 from relaygen_sgl.pair_args import add_runtime_args, open_runtimes
+from relaygen_sgl.problem_sets import SPEC_HELP, add_field_args
 from relaygen_sgl.profile import CueProfile
 from relaygen_sgl.runtime.client import RuntimeClient
 
@@ -68,6 +69,8 @@ def calibrate(
     out_dir: str | Path,
     problems_path: str | Path | None = None,
     traces_path: str | Path | None = None,
+    split: str | None = None,
+    question_field: str | None = None,
     large_name: str | None = None,
     small_name: str | None = None,
     cues_file: str | Path | None = None,
@@ -89,6 +92,9 @@ def calibrate(
 ) -> CalibrationResult:
     """Run all three steps; every step resumes from the files already in ``out_dir``.
 
+    ``problems_path``: the calibration set, any specifier of :func:`relaygen_sgl.problem_sets.load_problems`
+    (with ``split`` and ``question_field``); it is loaded before ``out_dir`` is made.
+
     The defaults are the paper's: 4 traces per problem at T 0.6 / top_p 0.95 / top_k 20 with
     the full 32768-token budget (clamped to the runtime's context), segments scored after the
     cue.  ``top_k`` None or <= 0 turns the top-k cut off.
@@ -101,9 +107,12 @@ def calibrate(
     # One client per runtime for the whole run: its pooled connections, model info and tokenizer.
     large_client = RuntimeClient.of(large, "large") if large is not None else None
     small_client = RuntimeClient.of(small, "small")
+    cues = load_cues(cues_file)
+    problems = None
+    if traces_path is None and problems_path is not None:  # a bad set leaves no --out folder behind
+        problems = load_problems(problems_path, split=split, question_field=question_field)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    cues = load_cues(cues_file)
     sampling = {"temperature": temperature, "top_p": top_p,
                 "top_k": top_k if top_k and top_k > 0 else None}  # fmt: skip
     if traces_path is not None:
@@ -114,9 +123,8 @@ def calibrate(
         if missing:
             raise ValueError(f"{traces_path}: trace records need field '{missing[0]}'")
     else:
-        if problems_path is None or large_client is None:
+        if problems is None or large_client is None:
             raise ValueError("give a calibration set and a large runtime, or saved traces")
-        problems = load_problems(problems_path)
         if not large_client.health():
             raise ConnectionError(f"large runtime at {large_client.url} is not reachable")
         total = len(problems) * samples
@@ -192,7 +200,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "Every step resumes from the files already in --out.",
     )
     src = p.add_argument_group("input")
-    src.add_argument("--problems", help="calibration set: JSONL with a 'problem' field per line")
+    src.add_argument("--problems", help=f"calibration set: {SPEC_HELP}; answers are not needed")
+    add_field_args(src, answers=False)
     src.add_argument("--traces", help="saved traces JSONL (id, problem, reasoning) instead of step 1")
     src.add_argument(
         "--cues-file",
@@ -254,7 +263,8 @@ def _run(args: argparse.Namespace) -> int:
         urls = open_runtimes(args, stack, roles)
         result = calibrate(
             large=urls.get("large") or args.large_url, small=urls["small"], out_dir=args.out,
-            problems_path=args.problems, traces_path=args.traces,
+            problems_path=args.problems, traces_path=args.traces, split=args.split,
+            question_field=args.question_field,
             large_name=args.large_name or args.large_model, small_name=args.small_name or args.small_model,
             cues_file=args.cues_file, samples=args.samples, seed=args.seed,
             max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p,

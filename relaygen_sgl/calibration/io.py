@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from relaygen_sgl.jsonl import JsonlError, numbered_records
+from relaygen_sgl.problem_sets import DatasetError
+from relaygen_sgl.problem_sets import load_problems as load_set
+from relaygen_sgl.problem_sets.sources import file_kind
 
 _DATA = Path(__file__).resolve().parent.parent / "data"
 CANDIDATE_CUES = _DATA / "candidate_cues.txt"  # the reference implementation's 91 candidates
@@ -12,26 +14,25 @@ CANDIDATE_CUES = _DATA / "candidate_cues.txt"  # the reference implementation's 
 CUE_LISTS = {"paper": CANDIDATE_CUES, "compact": _DATA / "candidate_cues_compact.txt"}
 
 
-class CalibrationInputError(ValueError):
+class CalibrationInputError(DatasetError):
     """The calibration set or cue list is unusable; the message says where."""
 
 
-def load_problems(path: str | Path) -> list[str]:
-    path = Path(path)
-    if not path.is_file():
-        raise CalibrationInputError(f"{path}: calibration set not found")
-    problems = []
+def load_problems(spec: str | Path, *, split: str | None = None,
+                  question_field: str | None = None) -> list[str]:  # fmt: skip
+    """The calibration prompts of a set: any specifier the evals take (a JSONL file of
+    ``{"problem": ...}`` lines as before, a hub set, parquet/CSV/JSON, a saved folder).  Answers
+    are not needed; a multiple-choice question comes with its lettered options."""
+    spec = str(spec)
+    if Path(spec).is_file() and file_kind(spec) is None:
+        spec = f"jsonl:{spec}"  # calibration sets were JSONL files by any name
     try:
-        rows = list(numbered_records(path.read_text(), str(path)))
-    except JsonlError as e:
+        problems = load_set(spec, split=split, question_field=question_field, need_answers=False)
+    except CalibrationInputError:
+        raise
+    except DatasetError as e:
         raise CalibrationInputError(str(e)) from e
-    for i, row in rows:
-        if not isinstance(row, dict) or not isinstance(row.get("problem"), str):
-            raise CalibrationInputError(f"{path}:{i}: each line needs a string 'problem' field")
-        problems.append(row["problem"])
-    if not problems:
-        raise CalibrationInputError(f"{path}: the calibration set is empty")
-    return problems
+    return [p.prompt for p in problems]
 
 
 def cue_list_path(path_or_name: str | Path | None = None) -> Path:

@@ -37,6 +37,7 @@ of another), which is what an abort names.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import re
 import time
@@ -247,6 +248,11 @@ class RelayMachine:
         self._check(call)
         self._in_flight = None
         self._record(call, res)
+        stop_id = res.matched if res.finish_type == "stop" and isinstance(res.matched, int) else None
+        if stop_id is not None and res.output_ids[-1:] == [stop_id]:
+            # SGLang lists the EOS (or stop token) id it stopped on; its text is not in the output,
+            # and neither model should be handed it as context.
+            res = dataclasses.replace(res, output_ids=res.output_ids[:-1])
         if call.kind == "reasoning":
             outcome = self._reasoning_done(call, res)
         elif call.kind == "finish":

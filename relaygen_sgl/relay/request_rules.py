@@ -22,7 +22,7 @@ from relaygen_sgl.relay.types import Mode, RelayConfig, RelayResult, Role
 # Sent to both models on every turn of the relay.
 PASSED_SAMPLING = (
     "temperature", "top_p", "top_k", "min_p", "frequency_penalty", "presence_penalty",
-    "repetition_penalty", "ignore_eos", "sampling_seed", "skip_special_tokens",
+    "repetition_penalty", "logit_bias", "ignore_eos", "sampling_seed", "skip_special_tokens",
     "spaces_between_special_tokens",
 )  # fmt: skip
 # Constrained decoding: the grammar state lives in one runtime.  ``dtype`` is the frontend's

@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from relaygen_sgl.launch_options import Speculative
-from relaygen_sgl.runtime.process import STOP_GRACE_S, free_port, spawn_group, stop_group, wait_for
+from relaygen_sgl.runtime.process import STOP_GRACE_S, free_port, spawn_group, stop_groups, wait_for
 from relaygen_sgl.runtime.server import SGLangRuntime
 from relaygen_sgl.runtime.workers import router_workers
 
@@ -234,12 +234,13 @@ class RuntimePool:
         logger.info("pool %s: router %s routes to %s", self.name, self.url, ", ".join(sorted(want)))
 
     def stop(self, grace: float = STOP_GRACE_S) -> None:
-        """Stop the router, then every worker, each by its process group."""
+        """Stop the router and every worker at once, each by its process group."""
+        stop_pools([self], grace)
+
+    def detach(self) -> list[subprocess.Popen[bytes]]:
+        """Hand over the router's and the workers' processes to be stopped (with others, at once)."""
         proc, self.router_proc = self.router_proc, None
-        if proc is not None:
-            stop_group(proc, grace)
-        for w in self.workers:
-            w.stop(grace=grace)
+        return [p for p in (proc, *(w.detach() for w in self.workers)) if p is not None]
 
     def __enter__(self) -> RuntimePool:
         return self.start()
@@ -282,10 +283,17 @@ def start_pools(*pools: RuntimePool) -> tuple[RuntimePool, ...]:
         for pool in pools:
             pool.wait_ready()
     except BaseException:
-        for pool in pools:
-            pool.stop()
+        stop_pools(pools)
         raise
     return pools
+
+
+def stop_pools(pools: Sequence[RuntimePool], grace: float = STOP_GRACE_S) -> None:
+    """Stop several pools at once: routers and workers, each by its process group, their grace
+    periods overlapping."""
+    procs = [p for pool in pools for p in pool.detach()]
+    if procs:
+        stop_groups(procs, grace)
 
 
 # Two servers on one GPU: SGLang sizes each one's static memory as a fraction of what is free
@@ -339,8 +347,7 @@ class RuntimePair:
         return self
 
     def stop(self) -> None:
-        self.small.stop()
-        self.large.stop()
+        stop_pools([self.small, self.large])
 
     def dead(self) -> str | None:
         """Why the pair can serve no more, or None (see :meth:`RuntimePool.dead`)."""

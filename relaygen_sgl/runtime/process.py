@@ -63,11 +63,10 @@ class _Registry:
             self._procs.pop(proc.pid, None)
 
     def stop_all(self) -> None:
-        """Newest first: a router goes before the workers behind it."""
         with self._lock:
-            procs = list(self._procs.values())[::-1]
-        for proc in procs:
-            stop_group(proc)
+            procs = list(self._procs.values())
+        if procs:
+            stop_groups(procs)
 
 
 _REGISTRY = _Registry()
@@ -124,16 +123,26 @@ def process_group_alive(pgid: int) -> bool:
 def stop_group(proc: subprocess.Popen[bytes], grace: float = STOP_GRACE_S) -> bool:
     """SIGTERM the group, then SIGKILL what is left (children may outlive their leader); True
     when the whole group is gone within ``grace`` seconds of the last signal."""
-    _REGISTRY.discard(proc)
+    return stop_groups([proc], grace)
+
+
+def stop_groups(procs: Sequence[subprocess.Popen[bytes]], grace: float = STOP_GRACE_S) -> bool:
+    """:func:`stop_group` for several groups at once: each signal goes to all of them, so the
+    grace periods overlap (an SGLang server takes seconds to leave on SIGTERM)."""
+    for proc in procs:
+        _REGISTRY.discard(proc)
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, sig)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=grace)
+        for proc in procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, sig)
+        deadline = time.monotonic() + grace
+        for proc in procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=max(deadline - time.monotonic(), 0.0))
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
-        if not process_group_alive(proc.pid):
+        if not any(process_group_alive(proc.pid) for proc in procs):
             return True
         time.sleep(0.05)
-    logger.warning("process group %d outlived SIGKILL by %.0f s", proc.pid, grace)
+    logger.warning("process groups %s outlived SIGKILL by %.0f s", [p.pid for p in procs], grace)
     return False

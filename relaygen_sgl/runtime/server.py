@@ -27,7 +27,7 @@ from relaygen_sgl.launch_options import (
     resolve_device,
     server_env,
 )
-from relaygen_sgl.runtime.process import STOP_GRACE_S, free_port, spawn_group, stop_group, wait_for
+from relaygen_sgl.runtime.process import STOP_GRACE_S, free_port, spawn_group, stop_groups, wait_for
 
 DEFAULT_MAX_TOTAL_TOKENS = CPU_MAX_TOTAL_TOKENS
 
@@ -163,9 +163,13 @@ class SGLangRuntime:
             return False
 
     def stop(self, grace: float = STOP_GRACE_S) -> None:
+        if (proc := self.detach()) is not None:
+            stop_groups([proc], grace)
+
+    def detach(self) -> subprocess.Popen[bytes] | None:
+        """Hand over the server process to be stopped (with others, at once); stopped from now on."""
         proc, self.proc = self.proc, None
-        if proc is not None:
-            stop_group(proc, grace)
+        return proc
 
     def __enter__(self) -> SGLangRuntime:
         return self.start()

@@ -21,6 +21,17 @@ MODEL_MODES: dict[str, Mode] = {
 }  # fmt: skip
 MAX_STOP = 16
 MAX_N = 16
+MAX_LOGIT_BIAS = 100.0  # OpenAI's range for a logit_bias value
+
+
+def _logit_bias(v: dict[str, float] | None) -> dict[str, float] | None:
+    """OpenAI's ``logit_bias``: token id (a decimal string) -> bias in [-100, 100]."""
+    for token, bias in (v or {}).items():
+        if not token.isdigit():
+            raise ValueError(f"logit_bias keys must be token ids, got {token!r}")
+        if not -MAX_LOGIT_BIAS <= bias <= MAX_LOGIT_BIAS:
+            raise ValueError(f"logit_bias values must be in [-100, 100], got {bias} for token {token}")
+    return v
 
 
 class _Request(BaseModel):
@@ -59,6 +70,13 @@ class SamplingRequest(_Request):
     ebnf: str | None = None
     json_schema: str | None = None
     response_format: dict[str, Any] | None = None
+    # Sent with every call to both models: token ids mean the same tokens only when they share a tokenizer.
+    logit_bias: dict[str, float] | None = None
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _bias(cls, v: dict[str, float] | None) -> dict[str, float] | None:
+        return _logit_bias(v)
 
     @field_validator("top_k")
     @classmethod
@@ -88,7 +106,7 @@ class SamplingRequest(_Request):
                               "stop_regex": self.stop_regex, "regex": self.regex, "ebnf": self.ebnf,
                               "json_schema": schema}  # fmt: skip
         for name in ("temperature", "top_p", "top_k", "min_p", "ignore_eos", "frequency_penalty",
-                     "presence_penalty", "repetition_penalty"):  # fmt: skip
+                     "presence_penalty", "repetition_penalty", "logit_bias"):  # fmt: skip
             sp[name] = getattr(self, name)
         if self.seed is not None:
             sp["sampling_seed"] = self.seed + index
@@ -202,6 +220,7 @@ class NativeSamplingParams(_Request):
     frequency_penalty: float | None = None
     presence_penalty: float | None = None
     repetition_penalty: float | None = None
+    logit_bias: dict[str, float] | None = None
     skip_special_tokens: bool | None = None
     spaces_between_special_tokens: bool | None = None
     no_stop_trim: bool | None = None
