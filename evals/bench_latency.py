@@ -73,8 +73,9 @@ def call_ratio(rows: Sequence[dict[str, Any]]) -> float | None:
         # Rows from before RelayStats.summary() was recorded keep their call list under "calls".
         calls = r.get("call_records", r.get("calls"))
         for c in calls if isinstance(calls, list) else []:
-            tot[c["runtime"]][0] += c["latency_s"]
-            tot[c["runtime"]][1] += c["completion_tokens"]
+            role = c.get("role", c.get("runtime"))  # "runtime" in rows from before the rename
+            tot[role][0] += c["latency_s"]
+            tot[role][1] += c["completion_tokens"]
     if not tot["large"][1] or not tot["small"][1]:
         return None
     return (tot["small"][0] / tot["small"][1]) / (tot["large"][0] / tot["large"][1])

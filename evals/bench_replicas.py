@@ -45,9 +45,9 @@ def _cache_ratios(r: RelayResult) -> list[float]:
     seen: dict[str, int] = {}
     out = []
     for c in r.stats.calls:
-        if c.runtime in seen and seen[c.runtime]:
-            out.append(c.cached_tokens / seen[c.runtime])
-        seen[c.runtime] = c.prompt_tokens + c.kept_tokens
+        if c.role in seen and seen[c.role]:
+            out.append(c.cached_tokens / seen[c.role])
+        seen[c.role] = c.prompt_tokens + c.kept_tokens
     return out
 
 

@@ -25,9 +25,9 @@ def reprefill_per_switch(r: RelayResult) -> list[int]:
     seen: set[str] = set()
     out = []
     for call in r.stats.calls:
-        if call.runtime in seen:
+        if call.role in seen:
             out.append(call.prompt_tokens - call.cached_tokens)
-        seen.add(call.runtime)
+        seen.add(call.role)
     return out
 
 

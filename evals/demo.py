@@ -34,10 +34,10 @@ def render(segments: Sequence[Any], colour: bool) -> str:
     """The output with each model's part marked; consecutive parts of one model are merged."""
     parts: list[tuple[str, str]] = []
     for seg in segments:
-        if parts and parts[-1][0] == seg.model:
-            parts[-1] = (seg.model, parts[-1][1] + seg.text)
+        if parts and parts[-1][0] == seg.role:
+            parts[-1] = (seg.role, parts[-1][1] + seg.text)
         elif seg.text:
-            parts.append((seg.model, seg.text))
+            parts.append((seg.role, seg.text))
     if colour:
         return "".join(f"{_COLOURS[m]}{t}{_RESET}" for m, t in parts)
     return "".join(f"{_TAGS[m]}{t}" for m, t in parts)

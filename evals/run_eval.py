@@ -38,7 +38,7 @@ from relaygen_sgl.jsonl import repair_jsonl
 from relaygen_sgl.pair_args import add_pair_args, open_pair, profile_from_args
 from relaygen_sgl.problem_sets import add_field_args, field_kwargs
 from relaygen_sgl.profile import CueProfile
-from relaygen_sgl.relay import MODES, RelayConfig, RelayError, RelayPair, relay_generate_async, runtimes_used
+from relaygen_sgl.relay import MODES, RelayConfig, RelayError, RelayPair, relay_generate_async, roles_used
 
 __all__ = ["EvalIncomplete", "PROTOCOLS", "markdown", "run_eval", "summarize"]
 
@@ -87,7 +87,7 @@ def templated_prompts(pair: RelayPair) -> Callable[[str, Problem], str]:
     cache: dict[tuple[str, str], str] = {}
 
     def prompt(mode: str, p: Problem) -> str:
-        role = runtimes_used(mode.partition("@")[0])[0]
+        role = roles_used(mode.partition("@")[0])[0]
         if (role, p.id) not in cache:
             try:
                 tok = pair.clients[role].tokenizer  # loaded once per client, by the relay already

@@ -8,6 +8,7 @@ __version__ = "0.1.0"
 
 from relaygen_sgl.profile import CueProfile, ProfileError
 from relaygen_sgl.relay import (
+    AsyncRelayPair,
     RelayConfig,
     RelayError,
     RelayPair,
@@ -30,6 +31,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "AsyncRelayPair",
     "CueProfile",
     "ProfileError",
     "RelayBackend",

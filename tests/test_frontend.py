@@ -199,7 +199,7 @@ def test_single_model_sections_and_constrained_gens(runtimes):
     small, large = relay_stats(state, "small_part"), relay_stats(state, "large_part")
     assert small["mode"] == "small_only" and small["large_tokens"] == 0
     assert large["mode"] == "large_only" and large["small_tokens"] == 0
-    direct = {"mode": "direct", "model": "large", "reason": "constrained decoding"}
+    direct = {"mode": "direct", "role": "large", "reason": "constrained decoding"}
     assert relay_stats(state, "number") == direct
     assert state["number"].strip().isdigit()
     assert relay_stats(state, "relayed")["mode"] == "relay"
@@ -221,7 +221,7 @@ def test_a_small_runtime_that_is_down_fails_the_program_cleanly(runtimes):
     b = RelayBackend(runtimes.large.url, dead, PROFILE, chat_template="chatml")
     state = two_turns.run(question=QUESTIONS[0], backend=b, **RUN)
     err = state.error()
-    assert isinstance(err, RelayError) and err.runtime == "small" and dead in str(err)
+    assert isinstance(err, RelayError) and err.role == "small" and dead in str(err)
     assert "first" not in state
     assert state.text().endswith("<|im_start|>assistant\n")  # nothing half-written
     # A program that only needs the large model still runs.

@@ -94,7 +94,7 @@ class Run:
 
     @property
     def segments(self) -> list[tuple[str, str, str]]:
-        return [(s.model, s.kind, s.text) for s in self.result.segments]
+        return [(s.role, s.kind, s.text) for s in self.result.segments]
 
     def released(self, call: int) -> list[str]:
         """The text each chunk of a call made final, then what its completion did."""
@@ -543,7 +543,7 @@ def test_a_failed_call_ends_the_relay_and_keeps_its_error() -> None:
     cause = ConnectionError("reset")
     err = m.fail(call, cause)
     assert m.error is err and err.__cause__ is cause
-    assert (str(err), err.runtime) == ("large runtime failed during the reasoning step: reset", "large")
+    assert (str(err), err.role) == ("large runtime failed during the reasoning step: reset", "large")
     assert m.done and m.next_call() is None
     with pytest.raises(RelayError) as raised:
         m.result()
@@ -668,7 +668,7 @@ def test_a_runtime_fault_is_raised_as_the_machines_error(how: str) -> None:
         RelayError, match="small runtime failed during the finish step: connection reset"
     ) as e:
         run_driver(how, m, runtimes)
-    assert e.value is m.error and e.value.runtime == "small"
+    assert e.value is m.error and e.value.role == "small"
     assert isinstance(e.value.__cause__, RuntimeUnavailable)
     assert runtimes.faults == ["small"] and runtimes.aborted == []
 

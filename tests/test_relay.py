@@ -42,11 +42,11 @@ def cue_forced(runtimes, forcing):
 def test_a_cue_hands_the_sentence_to_the_small_model_and_back(cue_forced):
     profile, r = cue_forced
     cue = profile.cue_texts[0]
-    shape = [(s.model, s.kind, s.num_tokens, s.cue) for s in r.segments]
+    shape = [(s.role, s.kind, s.num_tokens, s.cue) for s in r.segments]
     assert shape == [("large", "reasoning", 6, cue), ("small", "finish", 24, None)] * 2, r.text
     assert r.stats.switches == 2 and r.stats.cue_counts == {cue: 2}
     # Each large turn is three calls (two early cues continue it), each finish one.
-    calls = [(c.runtime, c.kind) for c in r.stats.calls]
+    calls = [(c.role, c.kind) for c in r.stats.calls]
     assert calls == ([("large", "reasoning")] * 3 + [("small", "finish")]) * 2
     assert r.text == f" {cue}" * 60 and r.stats.output_tokens == len(r.output_ids) == 60
 
@@ -58,14 +58,14 @@ def test_text_is_the_segments_in_order(relayed, cue_forced):
         assert kinds.count("answer") <= 1 and (kinds[-1] == "answer" or "answer" not in kinds)
         for seg in r.segments:
             if seg.kind == "finish":
-                assert seg.model == "small"
+                assert seg.role == "small"
 
 
 def test_cue_switches_respect_min_tokens_and_segment_cap(relayed, cue_forced):
     for profile, r in [*((TINY_PROFILE, r) for r in relayed), cue_forced]:
         for prev, seg in zip(r.segments, r.segments[1:], strict=False):
             if seg.kind == "finish":
-                assert prev.model == "large" and prev.cue in profile.cue_texts
+                assert prev.role == "large" and prev.cue in profile.cue_texts
                 # vLLM's min_tokens rule: a cue counts only after more than min_large tokens.
                 assert prev.num_tokens > profile.min_large_tokens
                 assert seg.num_tokens <= profile.max_small_tokens
@@ -79,8 +79,8 @@ def test_stats_add_up(relayed, cue_forced):
         # A reasoning closed for a model that stopped early carries ids nobody generated.
         closed = any(s.kind == "close" for s in r.segments)
         assert len(r.output_ids) > st.output_tokens if closed else len(r.output_ids) == st.output_tokens
-        assert st.large_tokens == sum(s.num_tokens for s in r.segments if s.model == "large")
-        assert st.small_tokens == sum(s.num_tokens for s in r.segments if s.model == "small")
+        assert st.large_tokens == sum(s.num_tokens for s in r.segments if s.role == "large")
+        assert st.small_tokens == sum(s.num_tokens for s in r.segments if s.role == "small")
         assert st.switches == sum(1 for s in r.segments if s.kind == "finish") or st.switches > 0
         assert 0.0 <= st.large_utilization <= 1.0
         assert st.latency_s >= max(st.large_time_s, st.small_time_s)
@@ -92,11 +92,11 @@ def test_each_runtime_reuses_its_prefix_cache_after_a_switch(relayed, cue_forced
     for r in [*relayed, cue_forced[1]]:
         seen: dict[str, int] = {}
         for call in r.stats.calls:
-            if call.runtime in seen:
+            if call.role in seen:
                 # All this runtime processed last time (minus the last, uncached token) is a hit.
-                assert call.cached_tokens >= seen[call.runtime] - 1, call
+                assert call.cached_tokens >= seen[call.role] - 1, call
                 checked += 1
-            seen[call.runtime] = call.prompt_tokens + call.kept_tokens
+            seen[call.role] = call.prompt_tokens + call.kept_tokens
     assert checked >= 7  # the forced relay alone: 5 large calls after the first, 1 small
 
 
@@ -106,11 +106,11 @@ def test_after_think_end_the_answer_model_answers(runtimes, forcing, answer_mode
     of the budget are the answer model's."""
     r = _run(runtimes, 0, sampling=forcing.think_end_after(4), max_tokens=9, answer_model=answer_model)
     f = forcing.filler_text
-    assert [(s.model, s.kind, s.num_tokens) for s in r.segments] == [
+    assert [(s.role, s.kind, s.num_tokens) for s in r.segments] == [
         ("large", "reasoning", 5), (answer_model, "answer", 4)], r.text  # fmt: skip
     assert r.text == f * 4 + THINK_END + f * 4
     assert r.answer == f * 4 and r.stats.finish_reason == "length"
-    assert [(c.runtime, c.kind) for c in r.stats.calls] == [("large", "reasoning"), (answer_model, "answer")]
+    assert [(c.role, c.kind) for c in r.stats.calls] == [("large", "reasoning"), (answer_model, "answer")]
 
 
 def test_baselines_use_one_model(runtimes):
@@ -118,8 +118,8 @@ def test_baselines_use_one_model(runtimes):
     small = _run(runtimes, 3, mode="small_only")
     assert large.stats.small_tokens == 0 and large.stats.switches == 0
     assert small.stats.large_tokens == 0 and small.stats.switches == 0
-    assert {s.model for s in large.segments} == {"large"}
-    assert {s.model for s in small.segments} == {"small"}
+    assert {s.role for s in large.segments} == {"large"}
+    assert {s.role for s in small.segments} == {"small"}
 
 
 def test_text_handoff_gives_the_same_shape(runtimes):
@@ -151,13 +151,13 @@ def test_eos_inside_the_reasoning_closes_it_and_the_answer_model_answers(runtime
     reasoner = "small" if mode == "small_only" else "large"
     f = forcing.filler_text
     assert r.thinking
-    assert [(s.model, s.kind) for s in r.segments] == [
+    assert [(s.role, s.kind) for s in r.segments] == [
         (reasoner, "reasoning"), (reasoner, "close"), (answerer, "answer")], r.text  # fmt: skip
     close = r.segments[1]
     assert close.text == CLOSE_THINK and close.num_tokens == 0  # the relay's text, not a model's
     assert r.text == f * 4 + CLOSE_THINK + f * 4 and r.answer == f * 4
     assert r.stats.outcome == "eos" and r.stats.finish_reason == "stop"
-    assert [(c.runtime, c.kind) for c in r.stats.calls] == [(reasoner, "reasoning"), (answerer, "answer")]
+    assert [(c.role, c.kind) for c in r.stats.calls] == [(reasoner, "reasoning"), (answerer, "answer")]
 
 
 def test_a_runtime_dying_mid_request_is_a_clear_error_and_its_successor_is_not_served_stale(

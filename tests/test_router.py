@@ -225,9 +225,9 @@ def _reuse(calls) -> list[tuple[str, int, int]]:
     seen: dict[str, int] = {}
     out = []
     for call in calls:
-        if call.runtime in seen:
-            out.append((call.runtime, call.cached_tokens, seen[call.runtime]))
-        seen[call.runtime] = call.prompt_tokens + call.kept_tokens
+        if call.role in seen:
+            out.append((call.role, call.cached_tokens, seen[call.role]))
+        seen[call.role] = call.prompt_tokens + call.kept_tokens
     return out
 
 
@@ -348,7 +348,7 @@ def test_relay_through_the_router_url_switches_and_reuses_cache(pools, cue):
     assert [_request_id(r) for r in results] == [k for ks in homes.values() for k in ks]
     for home, ks in homes.items():
         assert all(pair.client_for("large", k).url == home for k in ks)
-    # The sync driver and a fresh pair per call (relay_generate with the router URL) alike.
+    # The sync face and a fresh pair per call (relay_generate with the router URL) alike.
     results += [relay_generate(messages=QUESTION, large=large.url, small=small.url, profile=profile,
                                config=_config(sampling, CUE_TOKENS)) for _ in range(2)]  # fmt: skip
     _assert_switches_reuse_cache(results)

@@ -136,7 +136,7 @@ class RelayBackend(BaseBackend):
         m = self._machine(s, body, single)
         with closing(self.pair.stream(m)) as deltas:  # closed early: the call in flight is aborted
             for d in deltas:
-                yield d.text, {"id": m.request_id, "finish_reason": None, "relaygen_model": d.model}
+                yield d.text, {"id": m.request_id, "finish_reason": None, "relaygen_model": d.role}
         yield "", meta_info(m.result(), m.request_id)  # the deltas were all of the text
 
     def select(self, s: StreamExecutor, choices: list[str], temperature: float,
@@ -163,7 +163,7 @@ class RelayBackend(BaseBackend):
     def pin(self, s: StreamExecutor, role: Role | None) -> Role | None:
         """Send ``s``'s gens to one model (None: relay again); returns the previous setting."""
         if role is not None and role not in _SINGLE:
-            raise ValueError(f"model must be 'large' or 'small', got {role!r}")
+            raise ValueError(f"role must be 'large' or 'small', got {role!r}")
         with self._lock:
             prev = self._pins.pop(s.sid, None)
             if role is not None:
@@ -238,7 +238,7 @@ class RelayBackend(BaseBackend):
 
 
 @contextmanager
-def single_model(s: Any, model: Role = "large") -> Iterator[None]:
+def single_model(s: Any, role: Role = "large") -> Iterator[None]:
     """Inside this block, the gens and selects of program state ``s`` go to one model.
 
         with single_model(s, "large"):
@@ -247,8 +247,8 @@ def single_model(s: Any, model: Role = "large") -> Iterator[None]:
     A no-op under other backends and in ``trace()``, so the program stays portable.  It holds
     for ``s`` only: a fork made inside it relays unless it has its own ``single_model``.
     """
-    if model not in _SINGLE:
-        raise ValueError(f"model must be 'large' or 'small', got {model!r}")
+    if role not in _SINGLE:
+        raise ValueError(f"role must be 'large' or 'small', got {role!r}")
     exe = getattr(s, "stream_executor", None)
     backend = getattr(exe, "backend", None)
     if not isinstance(backend, RelayBackend):
@@ -257,7 +257,7 @@ def single_model(s: Any, model: Role = "large") -> Iterator[None]:
     # The interpreter runs expressions on its own thread: wait until the ones before the block
     # have run, and until the block's own have, so the setting covers exactly the block.
     exe.sync()
-    prev = backend.pin(exe, model)
+    prev = backend.pin(exe, role)
     try:
         yield
     finally:
@@ -291,7 +291,7 @@ def checked_profile(profile: CueProfile | str | Path | None, mode: Mode) -> CueP
 
 
 def _direct_info(role: Role, reason: str) -> dict[str, Any]:
-    return {"mode": "direct", "model": role, "reason": reason}
+    return {"mode": "direct", "role": role, "reason": reason}
 
 
 def _template(t: str | ChatTemplate | None) -> ChatTemplate | None:

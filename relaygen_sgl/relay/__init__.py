@@ -19,7 +19,7 @@ from relaygen_sgl.relay.types import (
     RelayStats,
     Role,
     Segment,
-    runtimes_used,
+    roles_used,
 )
 
 __all__ = [
@@ -46,6 +46,6 @@ __all__ = [
     "relay_generate",
     "relay_generate_async",
     "run",
-    "runtimes_used",
+    "roles_used",
     "stream",
 ]

@@ -18,7 +18,7 @@ from relaygen_sgl.profile import CueProfile
 from relaygen_sgl.relay.machine import RelayMachine, TurnResult
 from relaygen_sgl.relay.pair import AsyncRelayPair, Handoff
 from relaygen_sgl.relay.prompts import PromptInput, adds_special_tokens, render_prompts
-from relaygen_sgl.relay.types import Delta, RelayConfig, RelayError, RelayResult, runtimes_used
+from relaygen_sgl.relay.types import Delta, RelayConfig, RelayError, RelayResult, roles_used
 from relaygen_sgl.runtime.client import GenerateResult, RuntimeRequestError, RuntimeUnavailable
 
 if TYPE_CHECKING:
@@ -56,7 +56,7 @@ async def prepare(pair: AsyncRelayPair, config: RelayConfig, prompt: PromptInput
     runtime used; ``messages``: rendered here with each runtime's own chat template."""
     if config.mode == "relay" and profile is None:
         raise ValueError("mode='relay' needs a cue profile")
-    used = runtimes_used(config.mode)
+    used = roles_used(config.mode)
     request_id = request_id or new_request_id()  # known now: it picks the worker of every call
     try:
         await pair.refresh(used)  # routers' worker lists, down workers back up

@@ -1,6 +1,6 @@
 """The relay as a sans-I/O state machine: it says which runtime to call with what, and
-consumes what comes back.  It never touches the network, so one machine serves the sync
-driver, the async driver, the server and the evals alike (as ``h11`` does for HTTP).
+consumes what comes back.  It never touches the network, so one machine serves the driver
+(:mod:`.drivers`, and its sync face), the server and the evals alike (as ``h11`` does for HTTP).
 
     m = RelayMachine(...)
     while (call := m.next_call()) is not None:
@@ -86,7 +86,7 @@ class Call:
 @dataclass(frozen=True)
 class TurnResult:
     """What a finished ``/generate`` call returned; the driver builds it from its client's
-    result (runtime_client.GenerateResult)."""
+    result (runtime.client.GenerateResult)."""
 
     text: str
     output_ids: list[int]
@@ -435,7 +435,7 @@ class RelayMachine:
             self.stats.small_tokens += n
         self.remaining -= n
         last = self.segments[-1] if self.segments else None
-        if last is not None and last.model == role and last.kind == kind and last.cue is None:
+        if last is not None and last.role == role and last.kind == kind and last.cue is None:
             # A large turn continued past an early cue: still one segment.
             last.text += text
             last.num_tokens += n
@@ -480,7 +480,7 @@ class RelayMachine:
                 pos -= len(seg.text)
                 lo, hi = max(pos, self._emitted), min(pos + len(seg.text), limit)
                 if hi > lo:
-                    pieces.append(Delta(seg.model, seg.kind, self.output_text[lo:hi]))
+                    pieces.append(Delta(seg.role, seg.kind, self.output_text[lo:hi]))
                 if pos <= self._emitted:
                     break
             out += reversed(pieces)

@@ -12,20 +12,20 @@ Role = Literal["large", "small"]
 Kind = Literal["reasoning", "finish", "answer", "close"]
 MODES: tuple[str, ...] = ("relay", "large_only", "small_only", "random_switch")
 
-_BASELINE_RUNTIMES: dict[str, tuple[Role, ...]] = {"large_only": ("large",), "small_only": ("small",)}
+_BASELINE_ROLES: dict[str, tuple[Role, ...]] = {"large_only": ("large",), "small_only": ("small",)}
 
 
-def runtimes_used(mode: str) -> tuple[Role, ...]:
-    """The runtimes a mode talks to: baselines touch one only, so they work while the other is down."""
-    return _BASELINE_RUNTIMES.get(mode, ("large", "small"))
+def roles_used(mode: str) -> tuple[Role, ...]:
+    """The models a mode talks to: baselines touch one only, so they work while the other is down."""
+    return _BASELINE_ROLES.get(mode, ("large", "small"))
 
 
 class RelayError(RuntimeError):
-    """A relay request could not complete; the message says which runtime failed."""
+    """A relay request could not complete; the message says which runtime failed (``role``)."""
 
-    def __init__(self, message: str, runtime: Role | None = None) -> None:
+    def __init__(self, message: str, role: Role | None = None) -> None:
         super().__init__(message)
-        self.runtime = runtime
+        self.role = role
 
 
 class Outcome(enum.Enum):
@@ -70,7 +70,7 @@ class RelayConfig:
 
 @dataclass
 class Segment:
-    model: Role
+    role: Role  # the model that wrote it
     kind: Kind
     text: str
     num_tokens: int
@@ -81,14 +81,14 @@ class Segment:
 class Delta:
     """New output text, final (it is never taken back); streamed as it arrives."""
 
-    model: Role
+    role: Role  # the model that wrote it
     kind: Kind
     text: str
 
 
 @dataclass
 class CallRecord:
-    runtime: Role
+    role: Role  # the model called
     kind: str
     rid: str
     prompt_tokens: int
@@ -135,7 +135,7 @@ class RelayStats:
     @property
     def spec_accept_length(self) -> float | None:
         """Mean accepted tokens per verify step of the large runtime, when it speculates."""
-        calls = [c for c in self.calls if c.runtime == "large" and c.spec_accept_length]
+        calls = [c for c in self.calls if c.role == "large" and c.spec_accept_length]
         if not calls:
             return None
         tokens = sum(c.completion_tokens for c in calls)

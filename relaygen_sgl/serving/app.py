@@ -1,4 +1,4 @@
-"""The relay server: thin routes over :mod:`.service`, :mod:`.openai` and :mod:`.native`.
+"""The relay server: thin routes over :mod:`.service`, :mod:`.openai_api` and :mod:`.native`.
 
 OpenAI-compatible ``/v1/chat/completions``, ``/v1/completions`` (SSE streaming or not) and
 ``/v1/models``; SGLang's native ``/generate``, ``/get_model_info``, ``/flush_cache``;
@@ -16,7 +16,7 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
-from relaygen_sgl.serving import native, openai
+from relaygen_sgl.serving import native, openai_api
 from relaygen_sgl.serving.errors import APIError, parse_body
 from relaygen_sgl.serving.protocol import (
     MODEL_MODES,
@@ -44,7 +44,8 @@ def create_app(config: ServerConfig) -> FastAPI:
     app.state.service = service
 
     @app.exception_handler(APIError)
-    async def _api_error(_: Request, exc: APIError) -> JSONResponse:
+    async def _api_error(request: Request, exc: APIError) -> JSONResponse:
+        exc.log(f"{request.method} {request.url.path}")
         return exc.response()
 
     @app.exception_handler(ClientGone)
@@ -64,12 +65,12 @@ def create_app(config: ServerConfig) -> FastAPI:
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Any:
         raw = await request.body()
-        return await openai.chat(service, parse_body(raw, ChatCompletionRequest), request, raw)
+        return await openai_api.chat(service, parse_body(raw, ChatCompletionRequest), request, raw)
 
     @app.post("/v1/completions")
     async def completions(request: Request) -> Any:
         raw = await request.body()
-        return await openai.completions(service, parse_body(raw, CompletionRequest), request, raw)
+        return await openai_api.completions(service, parse_body(raw, CompletionRequest), request, raw)
 
     @app.api_route("/generate", methods=["POST", "PUT"])
     async def generate(request: Request) -> Any:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any, TypeVar
 
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
+
+logger = logging.getLogger(__name__)
 
 
 class APIError(Exception):
@@ -20,6 +23,11 @@ class APIError(Exception):
 
     def response(self) -> JSONResponse:
         return JSONResponse(self.body(), status_code=self.status)
+
+    def log(self, where: str) -> None:
+        """A 5xx is the server's or a runtime's fault: it goes to the log (a 4xx is the client's)."""
+        if self.status >= 500:
+            logger.warning("%s answered %d: %s", where, self.status, self.message)
 
 
 def unavailable(message: str) -> APIError:

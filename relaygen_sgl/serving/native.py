@@ -56,7 +56,7 @@ async def _stream(service: RelayService, m: RelayMachine, rid: str) -> AsyncIter
             else:
                 text += item.text
                 yield sse({"text": text, "meta_info": {"id": rid, "finish_reason": None,
-                                                       "relaygen_model": item.model}})  # fmt: skip
+                                                       "relaygen_model": item.role}})  # fmt: skip
     except Exception as e:  # noqa: BLE001 - reported on the stream
         yield sse_error(e)
     yield SSE_DONE

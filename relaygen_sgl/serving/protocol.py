@@ -159,7 +159,7 @@ class ChatCompletionRequest(SamplingRequest):
     max_completion_tokens: int | None = Field(default=None, gt=0)
     chat_template_kwargs: dict[str, Any] | None = None
     separate_reasoning: bool = True
-    # Token logprobs are one model's: such requests go to one runtime whole (see serving.openai).
+    # Token logprobs are one model's: such requests go to one runtime whole (see serving.openai_api).
     logprobs: bool = False
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
 

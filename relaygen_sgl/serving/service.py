@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from typing import Any, TypeVar
 
 import httpx
 from fastapi import Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 
 from relaygen_sgl.profile import CueProfile, ProfileError
 from relaygen_sgl.relay import (
@@ -25,7 +26,7 @@ from relaygen_sgl.relay import (
     RelayResult,
     Role,
     prepare,
-    runtimes_used,
+    roles_used,
     stream,
 )
 from relaygen_sgl.relay.request_rules import relay_config
@@ -33,6 +34,7 @@ from relaygen_sgl.runtime.client import RuntimeRequestError
 from relaygen_sgl.serving.errors import APIError, unavailable
 from relaygen_sgl.serving.protocol import MODEL_MODES, CompletionTokensDetails, PromptTokensDetails, Usage
 
+logger = logging.getLogger(__name__)
 T = TypeVar("T")
 DISCONNECT_POLL_S = 0.5
 RELAY_ONLY_FIELDS = ("top_cues",)  # request fields the relay reads and a runtime does not know
@@ -88,7 +90,7 @@ class RelayService:
             raise unavailable(f"runtime unavailable: {e}") from e
         except (ValueError, TypeError) as e:  # the prompt cannot be rendered (template kwargs, id prompt)
             raise APIError(400, f"Invalid '{param}': {e}", param=param) from e
-        n = max(m.prompt_token_count(role) for role in runtimes_used(mode))
+        n = max(m.prompt_token_count(role) for role in roles_used(mode))
         if n > self.config.max_input_tokens:
             limit = self.config.max_input_tokens
             raise APIError(400, f"The input is {n} tokens; this server accepts at most {limit}.",
@@ -140,7 +142,7 @@ class RelayService:
             # Wait for the aborts (shielded inside the drivers) to go out.
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def proxy(self, role: Role, path: str, body: dict[str, Any]) -> JSONResponse | StreamingResponse:
+    async def proxy(self, role: Role, path: str, body: dict[str, Any]) -> Response:
         """Forward a request the relay does not split to one runtime, as it came (its status,
         its body, its stream)."""
         client = self.pair.clients[role]
@@ -157,12 +159,18 @@ class RelayService:
                     finally:
                         await resp.aclose()
 
+                if resp.status_code >= 500:
+                    logger.warning("the %s runtime answered %d to %s", role, resp.status_code, path)
                 return StreamingResponse(chunks(), status_code=resp.status_code,
                                          media_type="text/event-stream")  # fmt: skip
             resp = await http.post(url, json=body)
         except httpx.HTTPError as e:
             raise unavailable(f"{role} runtime unavailable: {e}") from e
-        return JSONResponse(resp.json(), status_code=resp.status_code)
+        if resp.status_code >= 500:
+            logger.warning("the %s runtime answered %d to %s: %s", role, resp.status_code, path,
+                           resp.text[:500])  # fmt: skip
+        return Response(resp.content, status_code=resp.status_code,
+                        media_type=resp.headers.get("content-type", "application/json"))  # fmt: skip
 
     async def health(self) -> dict[str, dict[str, Any]]:
         """Each model's runtime or pool: ``ok``, and per worker whether it answers (a router's own
@@ -191,8 +199,10 @@ async def until_disconnect(work: Awaitable[T], request: Request) -> T:
 
 
 def relay_fault(e: RelayError) -> APIError:
-    """A runtime that rejected the request is the client's 400; one that failed is a 503."""
+    """A runtime that rejected the request is the client's 400; one that failed is a 503 (logged
+    where it is answered)."""
     if isinstance(e.__cause__, RuntimeRequestError):
+        logger.info("the %s runtime rejected a relayed request: %s", e.role, e)
         return APIError(400, str(e), param=None, code="runtime_rejected")
     return unavailable(str(e))
 
@@ -224,8 +234,11 @@ SSE_DONE = "data: [DONE]\n\n"
 
 
 def sse_error(e: Exception) -> str:
+    """An error that ended a stream, as its last event (and in the log, when it is a 5xx)."""
     if isinstance(e, RelayError):
         e = relay_fault(e)
     if not isinstance(e, APIError):
+        logger.error("a stream failed", exc_info=e)
         e = APIError(500, f"{type(e).__name__}: {e}", "internal_error")
+    e.log("a stream")
     return sse(e.body())

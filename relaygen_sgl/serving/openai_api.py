@@ -107,7 +107,7 @@ async def _chat_stream(service: RelayService, req: ChatCompletionRequest, machin
                 continue
             pieces = splitters[i].feed(item.text) if req.separate_reasoning else [("answer", item.text)]
             for field, text in pieces:
-                yield chunk(i, _delta(field, text, item.model, req.separate_reasoning))
+                yield chunk(i, _delta(field, text, item.role, req.separate_reasoning))
     except Exception as e:  # noqa: BLE001 - reported on the stream, as OpenAI does
         yield sse_error(e)
     else:
@@ -117,10 +117,10 @@ async def _chat_stream(service: RelayService, req: ChatCompletionRequest, machin
     yield SSE_DONE
 
 
-def _delta(field: str, text: str, model: str | None, separate: bool) -> DeltaMessage:
+def _delta(field: str, text: str, role: str | None, separate: bool) -> DeltaMessage:
     if field == "reasoning" and separate:
-        return DeltaMessage(reasoning_content=text, relaygen_model=model)
-    return DeltaMessage(content=text, relaygen_model=model)
+        return DeltaMessage(reasoning_content=text, relaygen_model=role)
+    return DeltaMessage(content=text, relaygen_model=role)
 
 
 async def completions(service: RelayService, req: CompletionRequest, request: Request, raw: bytes) -> Any:
@@ -153,8 +153,8 @@ async def _completion_stream(service: RelayService, req: CompletionRequest, mach
                              rid: str, n_prompts: int) -> AsyncIterator[str]:  # fmt: skip
     created = now()
 
-    def chunk(i: int, text: str, finish: str | None = None, model: str | None = None, **extra: Any) -> str:
-        choice = CompletionChoice(index=i, text=text, finish_reason=finish, relaygen_model=model)
+    def chunk(i: int, text: str, finish: str | None = None, role: str | None = None, **extra: Any) -> str:
+        choice = CompletionChoice(index=i, text=text, finish_reason=finish, relaygen_model=role)
         return sse(CompletionResponse(id=rid, created=created, model=req.model, choices=[choice], **extra))
 
     results: dict[int, RelayResult] = {}
@@ -167,7 +167,7 @@ async def _completion_stream(service: RelayService, req: CompletionRequest, mach
                 results[i] = item
                 yield chunk(i, "", _finish(item), relaygen=item.stats.summary())
             else:
-                yield chunk(i, item.text, model=item.model)
+                yield chunk(i, item.text, role=item.role)
     except Exception as e:  # noqa: BLE001 - reported on the stream, as OpenAI does
         yield sse_error(e)
     else:
