@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import signal
 import sys
 import threading
@@ -55,16 +56,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _subcommands() -> list[Callable[[argparse._SubParsersAction], None]]:
-    """Subcommands defined beside the code they drive."""
-    from evals import demo
+    """Subcommands defined beside the code they drive.  The demo lives in the repository's evals/
+    folder, which is not installed: ``relaygen demo`` is there when run from a checkout's root."""
     from relaygen_sgl.calibration import calibrate
     from relaygen_sgl.serving import app as server
 
+    try:
+        from evals import demo
+    except ImportError:
+        return [calibrate.add_parser, server.add_parser]
     return [calibrate.add_parser, server.add_parser, demo.add_parser]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # The package's own lines (runtime faults, 5xx answers, processes started) from INFO; other
+    # libraries' (httpx logs every request at INFO) from WARNING.
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("relaygen_sgl").setLevel(logging.INFO)
     # SIGTERM unwinds like Ctrl-C, so the runtimes a command started are stopped on the way out.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
