@@ -175,7 +175,7 @@ async def _demo(args: argparse.Namespace, pair: Any, problems: Sequence[Any], pr
             base, base_wall = await _pass(pair, problems, "large_only", profile=profile,
                                           max_tokens=args.max_tokens)  # fmt: skip
     finally:
-        await pair.aio.aclose()
+        await pair.aclose()
     base_right = sum(bool(grade(b.text, p.answer, thinking=thinks("auto", b.text, prompt("large_only", p)),
                                 finish_reason=b.stats.finish_reason, choices=len(p.choices)).correct)
                      for p, b in zip(problems, base, strict=False))  # fmt: skip

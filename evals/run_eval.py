@@ -196,7 +196,7 @@ async def _run_modes(run: _Run, problems: list[Problem], modes: list[str], sampl
                 tp_records[mode] = rec_tp
                 tp_path.write_text(json.dumps(tp_records, indent=2))
     finally:
-        await run.pair.aio.aclose()  # this loop's connections; the pair stays usable
+        await run.pair.aclose()  # this loop's connections; the pair stays usable
     return failed
 
 

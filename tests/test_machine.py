@@ -700,3 +700,13 @@ def test_the_eos_id_a_runtime_lists_is_not_kept_nor_handed_on() -> None:
     assert answer is not None and answer.kind == "answer"
     assert eos_id not in answer.body["input_ids"]
     assert m.segments[0].num_tokens == 3 and m.stats.large_tokens == 3
+
+
+def test_relay_settings_outside_the_config_are_refused_before_any_call() -> None:
+    from relaygen_sgl.relay import relay_generate, relay_generate_async
+
+    dead = "http://127.0.0.1:9"  # never asked: the check comes first
+    with pytest.raises(TypeError, match=r"\['max_tokens'\].*config=RelayConfig"):
+        relay_generate(messages=[], large=dead, small=dead, max_tokens=5)
+    with pytest.raises(TypeError, match=r"\['mode'\].*config=RelayConfig"):
+        asyncio.run(relay_generate_async(messages=[], large=dead, small=dead, mode="relay"))

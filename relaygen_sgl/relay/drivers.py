@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypedDict
 
 from relaygen_sgl.profile import CueProfile
@@ -129,6 +129,14 @@ class PrepareOptions(TypedDict, total=False):
     request_id: str | None
 
 
+def check_options(entry_point: str, options: Mapping[str, Any]) -> None:
+    """An entry point's keywords beyond its own are :func:`prepare`'s; anything else is a mistake,
+    most likely a relay setting that belongs in the RelayConfig."""
+    if unknown := sorted(set(options) - set(PrepareOptions.__annotations__)):
+        raise TypeError(f"{entry_point}() got unexpected keyword arguments {unknown}: the relay's settings "
+                        "(mode, max_tokens, sampling, stop, seed, ...) go in config=RelayConfig(...)")
+
+
 async def relay_generate_async(prompt: PromptInput = None, *, large: Any, small: Any = None,
                                config: RelayConfig | None = None,
                                on_delta: Callable[[Delta], None] | None = None,
@@ -143,6 +151,7 @@ async def relay_generate_async(prompt: PromptInput = None, *, large: Any, small:
     ``on_delta`` receives the output as it is generated, token by token, tagged with the role
     that wrote it.
     """
+    check_options("relay_generate_async", options)
     pair = AsyncRelayPair.of(large, small)
     try:
         m = await prepare(pair, config or RelayConfig(), prompt, **options)

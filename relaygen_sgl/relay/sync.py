@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from relaygen_sgl.private_loop import PrivateLoop
 from relaygen_sgl.relay import drivers
-from relaygen_sgl.relay.drivers import PrepareOptions
+from relaygen_sgl.relay.drivers import PrepareOptions, check_options
 from relaygen_sgl.relay.machine import RelayMachine
 from relaygen_sgl.relay.pair import ROLES, AsyncRelayPair
 from relaygen_sgl.relay.prompts import PromptInput
@@ -93,6 +93,10 @@ class RelayPair:
     def flush_cache(self) -> None:
         self.loop.run(self.aio.flush_cache())
 
+    async def aclose(self) -> None:
+        """From async code that relays through ``aio``: close the running loop's connections."""
+        await self.aio.aclose()
+
     def close(self) -> None:
         """Close the connections and stop the loop (a later call starts them again)."""
         self.loop.run(self.aio.aclose())
@@ -110,6 +114,7 @@ def relay_generate(prompt: PromptInput = None, *, large: Any, small: Any = None,
                    **options: Unpack[PrepareOptions]) -> RelayResult:  # fmt: skip
     """:func:`~relaygen_sgl.relay.drivers.relay_generate_async` for sync code (same arguments);
     ``on_delta`` is called on this thread."""
+    check_options("relay_generate", options)
     pair = RelayPair.of(large, small)
     try:
         return pair.run(pair.prepare(config or RelayConfig(), prompt, **options), on_delta)
