@@ -55,8 +55,11 @@ def speed(runtime: Callable[[str], SGLangRuntime], repeats: int, tokens: int) ->
                 client.generate(text=PROMPT, sampling_params={"max_new_tokens": 4})
                 rates[d]["single"].append(decode_rate(client, 1, tokens, seed=rep))
                 rates[d]["batch8"].append(decode_rate(client, 8, tokens, seed=rep))
-            print(f"repeat {rep}: {d}: single {rates[d]['single'][-1]:.2f} tok/s, "
-                  f"batch 8 {rates[d]['batch8'][-1]:.2f} tok/s", flush=True)  # fmt: skip
+            print(
+                f"repeat {rep}: {d}: single {rates[d]['single'][-1]:.2f} tok/s, "
+                f"batch 8 {rates[d]['batch8'][-1]:.2f} tok/s",
+                flush=True,
+            )
     out: dict[str, Any] = {"tokens_per_request": tokens, "repeats": repeats, "tok_s": rates}
     for shape in ("single", "batch8"):
         f32, bf16 = (statistics.mean(rates[d][shape]) for d in DTYPES)
@@ -71,8 +74,10 @@ def solve(client: RuntimeClient, n: int, max_tokens: int) -> list[str]:
     from evals.datasets import load_dataset
 
     tok = client.tokenizer
-    prompts = [tok.apply_chat_template(p.messages(), tokenize=False, add_generation_prompt=True)
-               for p in load_dataset("gsm8k", n)]  # fmt: skip
+    prompts = [
+        tok.apply_chat_template(p.messages(), tokenize=False, add_generation_prompt=True)
+        for p in load_dataset("gsm8k", n)
+    ]
     params = {"max_new_tokens": max_tokens, "temperature": 0}
     with ThreadPoolExecutor(len(prompts)) as pool:
         futures = [pool.submit(client.generate, text=t, sampling_params=params) for t in prompts]
@@ -88,10 +93,18 @@ def agreement(outputs: dict[str, list[str]], n: int, max_tokens: int) -> dict[st
     for i, p in enumerate(problems):
         a, b = outputs["float32"][i], outputs["bfloat16"][i]
         common = next((k for k, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
-        rows.append({"id": p.id, "same_text": a == b, "same_answer": extract_answer(a) == extract_answer(b),
-                     "float32_correct": is_correct(a, p.answer), "bfloat16_correct": is_correct(b, p.answer),
-                     "common_prefix_chars": common, "float32_chars": len(a),
-                     "bfloat16_chars": len(b)})  # fmt: skip
+        rows.append(
+            {
+                "id": p.id,
+                "same_text": a == b,
+                "same_answer": extract_answer(a) == extract_answer(b),
+                "float32_correct": is_correct(a, p.answer),
+                "bfloat16_correct": is_correct(b, p.answer),
+                "common_prefix_chars": common,
+                "float32_chars": len(a),
+                "bfloat16_chars": len(b),
+            }
+        )
     return {
         "problems": n,
         "max_tokens": max_tokens,
@@ -109,30 +122,40 @@ def markdown(res: dict[str, Any]) -> str:
     lines = [
         "| shape | float32 tok/s | bfloat16 tok/s | bf16 / fp32 |",
         "|---|---:|---:|---:|",
-        *(f"| {label} | {s[f'{k}_float32_tok_s']} | {s[f'{k}_bfloat16_tok_s']} | {s[f'{k}_bf16_over_fp32']} |"
-          for k, label in (("single", "single stream"), ("batch8", "batch of 8 (aggregate)"))),
-    ]  # fmt: skip
+        *(
+            f"| {label} | {s[f'{k}_float32_tok_s']} | {s[f'{k}_bfloat16_tok_s']} "
+            f"| {s[f'{k}_bf16_over_fp32']} |"
+            for k, label in (("single", "single stream"), ("batch8", "batch of 8 (aggregate)"))
+        ),
+    ]
     if "agreement" in res:
         a = res["agreement"]
-        lines += ["", f"Greedy GSM8K, first {a['problems']} problems, {a['max_tokens']} tokens: "
-                      f"{a['same_text']}/{a['problems']} identical outputs, "
-                      f"{a['same_answer']}/{a['problems']} "
-                      f"same final answer; correct: float32 {a['float32_correct']}, "
-                      f"bfloat16 {a['bfloat16_correct']}."]  # fmt: skip
+        lines += [
+            "",
+            f"Greedy GSM8K, first {a['problems']} problems, {a['max_tokens']} tokens: "
+            f"{a['same_text']}/{a['problems']} identical outputs, "
+            f"{a['same_answer']}/{a['problems']} "
+            f"same final answer; correct: float32 {a['float32_correct']}, "
+            f"bfloat16 {a['bfloat16_correct']}.",
+        ]
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--float32-model", default=str(default_pair(MODELS_DIR / "float32").large),
-                   help="float32 weights (default: the float32 copy from "
-                        "`python -m relaygen_sgl.model_install --models-dir ~/.cache/relaygen/models/float32 "
-                        "--dtype float32`, else the bfloat16 folder served as float32)")  # fmt: skip
+    p.add_argument(
+        "--float32-model",
+        default=str(default_pair(MODELS_DIR / "float32").large),
+        help="float32 weights (default: the float32 copy from "
+        "`python -m relaygen_sgl.model_install --models-dir ~/.cache/relaygen/models/float32 "
+        "--dtype float32`, else the bfloat16 folder served as float32)",
+    )
     p.add_argument("--bfloat16-model", default=str(default_pair().large))
     p.add_argument("--tokens", type=int, default=64, help="decoded tokens per request")
     p.add_argument("--repeats", type=int, default=2)
-    p.add_argument("--agreement", type=int, default=10,
-                   help="GSM8K problems for the agreement check (0: skip)")  # fmt: skip
+    p.add_argument(
+        "--agreement", type=int, default=10, help="GSM8K problems for the agreement check (0: skip)"
+    )
     p.add_argument("--agreement-max-tokens", type=int, default=320)
     p.add_argument("--max-total-tokens", type=int, default=8192)
     p.add_argument("--out", default="runs/bench_dtype")
@@ -143,8 +166,14 @@ def main(argv: list[str] | None = None) -> int:
     paths = {"float32": f32_path, "bfloat16": args.bfloat16_model}
 
     def runtime(d: str) -> SGLangRuntime:
-        return SGLangRuntime(paths[d], name=d, device="cpu", dtype=d,
-                             max_total_tokens=args.max_total_tokens, log_dir=out / "logs")  # fmt: skip
+        return SGLangRuntime(
+            paths[d],
+            name=d,
+            device="cpu",
+            dtype=d,
+            max_total_tokens=args.max_total_tokens,
+            log_dir=out / "logs",
+        )
 
     speed_file = out / "speed.json"
     if speed_file.exists():  # resumable: the speed phase is done
@@ -152,8 +181,11 @@ def main(argv: list[str] | None = None) -> int:
     else:
         speed_res = speed(runtime, args.repeats, args.tokens)
         speed_file.write_text(json.dumps(speed_res, indent=2))
-    res: dict[str, Any] = {"float32_model": f32_path, "bfloat16_model": args.bfloat16_model,
-                           "speed": speed_res}  # fmt: skip
+    res: dict[str, Any] = {
+        "float32_model": f32_path,
+        "bfloat16_model": args.bfloat16_model,
+        "speed": speed_res,
+    }
     if args.agreement:
         # One server at a time: the float32 1.5B model alone takes 8 GB of RAM.
         outputs = {}
@@ -161,8 +193,9 @@ def main(argv: list[str] | None = None) -> int:
             f = out / f"agreement-{d}.json"
             if not f.exists():
                 with runtime(d) as rt:
-                    f.write_text(json.dumps(solve(RuntimeClient(rt.url, d), args.agreement,
-                                                  args.agreement_max_tokens)))  # fmt: skip
+                    f.write_text(
+                        json.dumps(solve(RuntimeClient(rt.url, d), args.agreement, args.agreement_max_tokens))
+                    )
             outputs[d] = json.loads(f.read_text())
         res["agreement"] = agreement(outputs, args.agreement, args.agreement_max_tokens)
     (out / "bench_dtype.json").write_text(json.dumps(res, indent=2))

@@ -101,27 +101,32 @@ def summarize_bench(rows: Sequence[dict[str, Any]], probes: dict[str, Any]) -> d
         R = [m["relay"] for m in both]  # noqa: N806
         relay_rows += R
         speed = [a["latency_s"] / b["latency_s"] for a, b in zip(L, R, strict=True)]
-        per_tok = [(a["latency_s"] / a["output_tokens"]) / (b["latency_s"] / b["output_tokens"])
-                   for a, b in zip(L, R, strict=True)
-                   if a["output_tokens"] and b["output_tokens"]]  # fmt: skip
+        per_tok = [
+            (a["latency_s"] / a["output_tokens"]) / (b["latency_s"] / b["output_tokens"])
+            for a, b in zip(L, R, strict=True)
+            if a["output_tokens"] and b["output_tokens"]
+        ]
         out_tokens = sum(b["output_tokens"] for b in R)
         u = sum(b["large_tokens"] for b in R) / out_tokens if out_tokens else 1.0
         ideal = ideal_speedup(u, r) if r is not None else None
         s_mean, s_std = mean_std(speed)
         t_mean, t_std = mean_std(per_tok) if per_tok else (None, None)
-        problems.append({
-            "problem": pid, "runs": len(both),
-            "large_only_s": [_r(x) for x in mean_std([a["latency_s"] for a in L])],
-            "relay_s": [_r(x) for x in mean_std([b["latency_s"] for b in R])],
-            "large_only_tokens": _r(statistics.mean(a["output_tokens"] for a in L), 1),
-            "relay_tokens": _r(statistics.mean(b["output_tokens"] for b in R), 1),
-            "speedup": [_r(s_mean), _r(s_std)],
-            "per_token_speedup": [_r(t_mean), _r(t_std)],
-            "large_utilization": _r(u),
-            "switches": _r(statistics.mean(b["switches"] for b in R), 1),
-            "ideal_speedup": _r(ideal),
-            "relay_over_ideal": _r(t_mean / ideal) if ideal and t_mean is not None else None,
-        })  # fmt: skip
+        problems.append(
+            {
+                "problem": pid,
+                "runs": len(both),
+                "large_only_s": [_r(x) for x in mean_std([a["latency_s"] for a in L])],
+                "relay_s": [_r(x) for x in mean_std([b["latency_s"] for b in R])],
+                "large_only_tokens": _r(statistics.mean(a["output_tokens"] for a in L), 1),
+                "relay_tokens": _r(statistics.mean(b["output_tokens"] for b in R), 1),
+                "speedup": [_r(s_mean), _r(s_std)],
+                "per_token_speedup": [_r(t_mean), _r(t_std)],
+                "large_utilization": _r(u),
+                "switches": _r(statistics.mean(b["switches"] for b in R), 1),
+                "ideal_speedup": _r(ideal),
+                "relay_over_ideal": _r(t_mean / ideal) if ideal and t_mean is not None else None,
+            }
+        )
     # Overall numbers use the paired runs only, the same ones the speedups come from.
     out_tokens = sum(row["output_tokens"] for row in relay_rows)
     u_all = sum(row["large_tokens"] for row in relay_rows) / out_tokens if out_tokens else None
@@ -131,13 +136,17 @@ def summarize_bench(rows: Sequence[dict[str, Any]], probes: dict[str, Any]) -> d
         pt_vals = [p["per_token_speedup"][0] for p in problems if p["per_token_speedup"][0] is not None]
         pt = mean_std(pt_vals) if pt_vals else (None, None)
         ideal = ideal_speedup(u_all, r) if r is not None and u_all is not None else None
-        overall.update({
-            "speedup": [_r(sp[0]), _r(sp[1])], "per_token_speedup": [_r(pt[0]), _r(pt[1])],
-            "large_utilization": _r(u_all), "ideal_speedup": _r(ideal),
-            "relay_over_ideal": _r(pt[0] / ideal) if ideal and pt[0] is not None else None,
-            "large_only_tokens": _r(statistics.mean(p["large_only_tokens"] for p in problems), 1),
-            "relay_tokens": _r(statistics.mean(p["relay_tokens"] for p in problems), 1),
-        })  # fmt: skip
+        overall.update(
+            {
+                "speedup": [_r(sp[0]), _r(sp[1])],
+                "per_token_speedup": [_r(pt[0]), _r(pt[1])],
+                "large_utilization": _r(u_all),
+                "ideal_speedup": _r(ideal),
+                "relay_over_ideal": _r(pt[0] / ideal) if ideal and pt[0] is not None else None,
+                "large_only_tokens": _r(statistics.mean(p["large_only_tokens"] for p in problems), 1),
+                "relay_tokens": _r(statistics.mean(p["relay_tokens"] for p in problems), 1),
+            }
+        )
     return {
         "problems": problems,
         "overall": overall,
@@ -154,28 +163,66 @@ def _pm(v: list[float | None] | None) -> str:
 
 def markdown_bench(summary: dict[str, Any]) -> str:
     """The per-problem table, an overall row, and the measured decode cost ratio."""
-    head = ["problem", "runs", "large-only s", "relay s", "tokens (L / R)", "speedup", "per-token speedup",
-            "large util.", "ideal", "relay/ideal"]  # fmt: skip
+    head = [
+        "problem",
+        "runs",
+        "large-only s",
+        "relay s",
+        "tokens (L / R)",
+        "speedup",
+        "per-token speedup",
+        "large util.",
+        "ideal",
+        "relay/ideal",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for p in summary["problems"]:
-        lines.append("| " + " | ".join([
-            p["problem"], str(p["runs"]), _pm(p["large_only_s"]), _pm(p["relay_s"]),
-            f"{p['large_only_tokens']} / {p['relay_tokens']}", _pm(p["speedup"]), _pm(p["per_token_speedup"]),
-            str(p["large_utilization"]), str(p["ideal_speedup"] or ""), str(p["relay_over_ideal"] or ""),
-        ]) + " |")  # fmt: skip
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    p["problem"],
+                    str(p["runs"]),
+                    _pm(p["large_only_s"]),
+                    _pm(p["relay_s"]),
+                    f"{p['large_only_tokens']} / {p['relay_tokens']}",
+                    _pm(p["speedup"]),
+                    _pm(p["per_token_speedup"]),
+                    str(p["large_utilization"]),
+                    str(p["ideal_speedup"] or ""),
+                    str(p["relay_over_ideal"] or ""),
+                ]
+            )
+            + " |"
+        )
     o = summary["overall"]
     if o.get("speedup"):
-        lines.append("| " + " | ".join([
-            f"**all {o['problems']}** (mean ± std over problems)", "", "", "",
-            f"{o['large_only_tokens']} / {o['relay_tokens']}", _pm(o["speedup"]), _pm(o["per_token_speedup"]),
-            str(o["large_utilization"]), str(o["ideal_speedup"] or ""), str(o["relay_over_ideal"] or ""),
-        ]) + " |")  # fmt: skip
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    f"**all {o['problems']}** (mean ± std over problems)",
+                    "",
+                    "",
+                    "",
+                    f"{o['large_only_tokens']} / {o['relay_tokens']}",
+                    _pm(o["speedup"]),
+                    _pm(o["per_token_speedup"]),
+                    str(o["large_utilization"]),
+                    str(o["ideal_speedup"] or ""),
+                    str(o["relay_over_ideal"] or ""),
+                ]
+            )
+            + " |"
+        )
     probe = summary.get("decode_probe")
     foot = ""
     if probe:
-        foot = (f"\nDecode probe (same session): t_large {probe['t_large_s'] * 1000:.2f} ms/token, "
-                f"t_small {probe['t_small_s'] * 1000:.2f} ms/token, "
-                f"t_small/t_large {probe['small_over_large']:.4f}")  # fmt: skip
+        foot = (
+            f"\nDecode probe (same session): t_large {probe['t_large_s'] * 1000:.2f} ms/token, "
+            f"t_small {probe['t_small_s'] * 1000:.2f} ms/token, "
+            f"t_small/t_large {probe['small_over_large']:.4f}"
+        )
         if summary.get("call_level_small_over_large") is not None:
             foot += f" (from the relay's calls: {summary['call_level_small_over_large']:.4f})"
         foot += ".\n"
@@ -199,8 +246,15 @@ def plot_bench(summary: dict[str, Any], path: Path) -> None:
         ax.bar(x + off, mean, 0.4, yerr=std, capsize=3, label=label)
     ideal = [p["ideal_speedup"] for p in probs]
     if any(v is not None for v in ideal):
-        ax.scatter(x, [v if v is not None else np.nan for v in ideal], marker="_", s=600, color="black",
-                   zorder=3, label="ideal 1/(u+(1-u)t_s/t_l)")  # fmt: skip
+        ax.scatter(
+            x,
+            [v if v is not None else np.nan for v in ideal],
+            marker="_",
+            s=600,
+            color="black",
+            zorder=3,
+            label="ideal 1/(u+(1-u)t_s/t_l)",
+        )
     ax.axhline(1.0, color="grey", lw=0.8, ls="--")
     ax.set_xticks(x, [f"{p['problem']}\nu={p['large_utilization']}" for p in probs], fontsize=8)
     ax.set_ylabel("large-only / relay (batch 1)")
@@ -222,19 +276,28 @@ def decode_probe(client: Any, tokens: int = 64, reps: int = 3) -> dict[str, Any]
         n = many.completion_tokens or tokens
         if n > 1:
             per.append((many.latency_s - one.latency_s) / (n - 1))
-    return {"tokens": tokens, "reps": reps, "per_token_s": statistics.median(per) if per else None,
-            "samples_s": [round(x, 6) for x in per]}  # fmt: skip
+    return {
+        "tokens": tokens,
+        "reps": reps,
+        "per_token_s": statistics.median(per) if per else None,
+        "samples_s": [round(x, 6) for x in per],
+    }
 
 
-def _timed(p: Any, mode: str, *, pair: Any, profile: Any, sampling: dict[str, Any],
-           max_tokens: int) -> dict[str, Any]:  # fmt: skip
+def _timed(
+    p: Any, mode: str, *, pair: Any, profile: Any, sampling: dict[str, Any], max_tokens: int
+) -> dict[str, Any]:
     """One timed request: its stats' summary, per-token latency and every call's record."""
     from dataclasses import asdict
 
     from relaygen_sgl.relay import RelayConfig, relay_generate
 
-    config = RelayConfig(mode=mode, max_tokens=max_tokens, sampling=sampling,  # type: ignore[arg-type]
-                         seed=sampling.get("sampling_seed"))  # fmt: skip
+    config = RelayConfig(
+        mode=mode,
+        max_tokens=max_tokens,
+        sampling=sampling,  # type: ignore[arg-type]
+        seed=sampling.get("sampling_seed"),
+    )
     res = relay_generate(messages=p.messages(), large=pair, config=config, profile=profile)
     st = res.stats.summary()
     per_token = round(st["latency_s"] / st["output_tokens"], 6) if st["output_tokens"] else None
@@ -274,10 +337,14 @@ def run_bench(
     if ignore_eos:
         base["ignore_eos"] = True
     job = dict(pair=pair, profile=profile, max_tokens=max_tokens)
-    todo = [(r, i, p, mode) for r in range(runs) for i, p in enumerate(problems)
-            # Alternate which mode goes first, so neither always meets the warmer machine.
-            for mode in (BENCH_MODES if (r + i) % 2 == 0 else BENCH_MODES[::-1])
-            if (p.id, r, mode) not in done]  # fmt: skip
+    todo = [
+        (r, i, p, mode)
+        for r in range(runs)
+        for i, p in enumerate(problems)
+        # Alternate which mode goes first, so neither always meets the warmer machine.
+        for mode in (BENCH_MODES if (r + i) % 2 == 0 else BENCH_MODES[::-1])
+        if (p.id, r, mode) not in done
+    ]
 
     def probe_both() -> dict[str, Any]:
         return {role: decode_probe(c, probe_tokens, probe_reps) for role, c in clients.items()}
@@ -291,8 +358,14 @@ def run_bench(
 
     if todo:
         for mode in BENCH_MODES:  # warm-up: tokenizers, first-request paths; not recorded
-            _timed(problems[0], mode, pair=pair, profile=profile,
-                   sampling={**base, "sampling_seed": seed}, max_tokens=warmup_tokens)  # fmt: skip
+            _timed(
+                problems[0],
+                mode,
+                pair=pair,
+                profile=profile,
+                sampling={**base, "sampling_seed": seed},
+                max_tokens=warmup_tokens,
+            )
         if "start" not in probes:
             probes["start"] = probe_both()
             probe_path.write_text(json.dumps(probes, indent=2))
@@ -312,11 +385,19 @@ def run_bench(
     ids = {p.id for p in problems}
     rows = [r for (pid, run, _), r in done.items() if pid in ids and run < runs]
     summary = summarize_bench(rows, probes)
-    summary["config"] = {"problems": len(problems), "runs": runs, "max_tokens": max_tokens,
-                         "sampling": base, "seed": seed, "ignore_eos": ignore_eos,
-                         "flush_cache": flush_cache, "batch": 1, "probe_tokens": probe_tokens,
-                         "probe_reps": probe_reps,
-                         "profile": getattr(profile, "name", "") or None}  # fmt: skip
+    summary["config"] = {
+        "problems": len(problems),
+        "runs": runs,
+        "max_tokens": max_tokens,
+        "sampling": base,
+        "seed": seed,
+        "ignore_eos": ignore_eos,
+        "flush_cache": flush_cache,
+        "batch": 1,
+        "probe_tokens": probe_tokens,
+        "probe_reps": probe_reps,
+        "profile": getattr(profile, "name", "") or None,
+    }
     (out_dir / "bench.json").write_text(json.dumps(summary, indent=2))
     (out_dir / "bench.md").write_text(markdown_bench(summary))
     if summary["problems"]:
@@ -340,30 +421,46 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--top-p", type=float, default=0.95, help="(default: %(default)s)")
     p.add_argument("--top-k", type=int, default=20, help="(default: %(default)s; -1: off)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--ignore-eos", action="store_true",
-                   help="both modes run to --max-tokens (equal lengths; default: honest stops)")
+    p.add_argument(
+        "--ignore-eos",
+        action="store_true",
+        help="both modes run to --max-tokens (equal lengths; default: honest stops)",
+    )
     p.add_argument("--no-flush", action="store_true", help="keep prefix caches between timed requests")
     p.add_argument("--warmup-tokens", type=int, default=32)
     p.add_argument("--probe-tokens", type=int, default=64, help="decode probe length (default: %(default)s)")
     p.add_argument("--probe-reps", type=int, default=3)
     add_pair_args(p)
     p.add_argument("--out", default="runs/latency", help="output folder, also the resume state")
-    args = p.parse_args(argv)  # fmt: skip
+    args = p.parse_args(argv)
     try:  # before anything starts or is written
         profile = profile_from_args(args)
         problems = load_dataset(args.dataset, args.problems, need_answers=False, **field_kwargs(args))
     except ValueError as e:  # DatasetError and ProfileError included
         print(f"bench_latency: error: {e}", file=sys.stderr)
         return 2
-    sampling = {"temperature": args.temperature, "top_p": args.top_p,
-                "top_k": args.top_k if args.top_k > 0 else None}  # fmt: skip
+    sampling = {
+        "temperature": args.temperature,
+        "top_p": args.top_p,
+        "top_k": args.top_k if args.top_k > 0 else None,
+    }
     with ExitStack() as stack:
         pair = RelayPair(*open_pair(args, stack, profile))
-        summary = run_bench(problems, large=pair, profile=profile,
-                            out_dir=Path(args.out), runs=args.runs, max_tokens=args.max_tokens,
-                            sampling=sampling, seed=args.seed, ignore_eos=args.ignore_eos,
-                            flush_cache=not args.no_flush, warmup_tokens=args.warmup_tokens,
-                            probe_tokens=args.probe_tokens, probe_reps=args.probe_reps)  # fmt: skip
+        summary = run_bench(
+            problems,
+            large=pair,
+            profile=profile,
+            out_dir=Path(args.out),
+            runs=args.runs,
+            max_tokens=args.max_tokens,
+            sampling=sampling,
+            seed=args.seed,
+            ignore_eos=args.ignore_eos,
+            flush_cache=not args.no_flush,
+            warmup_tokens=args.warmup_tokens,
+            probe_tokens=args.probe_tokens,
+            probe_reps=args.probe_reps,
+        )
     print(markdown_bench(summary))
     return 0
 

@@ -57,13 +57,20 @@ def main(argv: list[str] | None = None) -> int:
         rows = []
         for i in range(args.requests):
             sampling = {"temperature": 0.8, "sampling_seed": i}
-            relay = relay_generate(messages=messages, large=pair, profile=profile,
-                                   config=RelayConfig(max_tokens=args.max_tokens, sampling=sampling))
+            relay = relay_generate(
+                messages=messages,
+                large=pair,
+                profile=profile,
+                config=RelayConfig(max_tokens=args.max_tokens, sampling=sampling),
+            )
             n = relay.stats.output_tokens
             # Same token count: the baseline ignores EOS and stops at the relay's length.
             fixed = {**sampling, "ignore_eos": True}
-            base = relay_generate(messages=messages, large=pair,
-                                  config=RelayConfig(mode="large_only", max_tokens=n, sampling=fixed))
+            base = relay_generate(
+                messages=messages,
+                large=pair,
+                config=RelayConfig(mode="large_only", max_tokens=n, sampling=fixed),
+            )
             rows.append((relay, base))
     result = overhead(rows)
     print("| metric | value |\n|---|---|")

@@ -21,8 +21,15 @@ from relaygen_sgl.problem_sets import (
 
 DATASETS = (*BUNDLED, *PRESETS)
 
-__all__ = ["DATASETS", "INSTRUCTION", "SPEC_HELP", "DatasetError", "Problem", "load_dataset",
-           "unanswered_note"]  # fmt: skip
+__all__ = [
+    "DATASETS",
+    "INSTRUCTION",
+    "SPEC_HELP",
+    "DatasetError",
+    "Problem",
+    "load_dataset",
+    "unanswered_note",
+]
 
 
 def load_dataset(
@@ -36,5 +43,11 @@ def load_dataset(
 ) -> list[Problem]:
     """The first ``limit`` problems of ``name`` (any specifier of :data:`SPEC_HELP`);
     ``need_answers`` False (timing only): a set without an answer field loads too."""
-    return load_problems(name, split=split, question_field=question_field, answer_field=answer_field,
-                         limit=limit, need_answers=need_answers)  # fmt: skip
+    return load_problems(
+        name,
+        split=split,
+        question_field=question_field,
+        answer_field=answer_field,
+        limit=limit,
+        need_answers=need_answers,
+    )

@@ -49,8 +49,9 @@ def legend(colour: bool) -> str:
     return "[L] large model  [S] small model"
 
 
-def speed_summary(relay: Sequence[dict[str, Any]], base: Sequence[dict[str, Any]], relay_wall_s: float,
-                  base_wall_s: float) -> dict[str, Any]:  # fmt: skip
+def speed_summary(
+    relay: Sequence[dict[str, Any]], base: Sequence[dict[str, Any]], relay_wall_s: float, base_wall_s: float
+) -> dict[str, Any]:
     """Speedup of the relay pass over the large-only pass, both run in this session, from each
     request's :meth:`RelayStats.summary`: mean request latency, and wall time per output token
     (in case the two wrote different lengths)."""
@@ -68,19 +69,20 @@ def speed_summary(relay: Sequence[dict[str, Any]], base: Sequence[dict[str, Any]
         per_token = None
         if base_tokens and tokens and relay_wall_s:
             per_token = round((base_wall_s / base_tokens) / (relay_wall_s / tokens), 2)
-        out.update({
-            "large_only_tokens": base_tokens,
-            "large_only_mean_latency_s": round(base_lat, 2),
-            "large_only_wall_s": round(base_wall_s, 2),
-            "speedup": round(base_lat / relay_lat, 2) if relay_lat else None,
-            "per_token_speedup": per_token,
-        })  # fmt: skip
+        out.update(
+            {
+                "large_only_tokens": base_tokens,
+                "large_only_mean_latency_s": round(base_lat, 2),
+                "large_only_wall_s": round(base_wall_s, 2),
+                "speedup": round(base_lat / relay_lat, 2) if relay_lat else None,
+                "per_token_speedup": per_token,
+            }
+        )
     return out
 
 
 def format_speed(s: dict[str, Any], concurrency: int) -> str:
-    lines = [f"large-model utilization {s['large_utilization']:.1%} "
-             f"({s['relay_tokens']} relay tokens)"]  # fmt: skip
+    lines = [f"large-model utilization {s['large_utilization']:.1%} ({s['relay_tokens']} relay tokens)"]
     if "speedup" in s:
         lines.append(
             f"speedup {s['speedup']}x over the large model alone (mean latency "
@@ -95,24 +97,31 @@ def add_parser(sub: Any) -> None:
     from relaygen_sgl.pair_args import add_pair_args
     from relaygen_sgl.problem_sets import SPEC_HELP, add_field_args
 
-    p = sub.add_parser("demo", help="run RelayGen on the default model pair on a few GSM8K problems",
-                       description=__doc__)  # fmt: skip
+    p = sub.add_parser(
+        "demo", help="run RelayGen on the default model pair on a few GSM8K problems", description=__doc__
+    )
     p.add_argument("--dataset", default="gsm8k", help=SPEC_HELP)
     add_field_args(p)
     p.add_argument("--problems", type=int, default=3, help="how many problems (default: %(default)s)")
     p.add_argument(
         "--max-tokens", type=int, default=320, help="output budget per problem (default: %(default)s)"
     )
-    p.add_argument("--no-baseline", action="store_true",
-                   help="skip the large-only pass (no speedup, half the time)")  # fmt: skip
-    p.add_argument("--color", choices=("auto", "always", "never"), default="auto",
-                   help="mark the models by colour (auto: on a terminal) or by [L]/[S] tags")  # fmt: skip
+    p.add_argument(
+        "--no-baseline", action="store_true", help="skip the large-only pass (no speedup, half the time)"
+    )
+    p.add_argument(
+        "--color",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="mark the models by colour (auto: on a terminal) or by [L]/[S] tags",
+    )
     add_pair_args(p)
     p.set_defaults(func=run)
 
 
-async def _pass(pair: Any, problems: Sequence[Any], mode: str, *, profile: Any,
-                max_tokens: int) -> tuple[list[Any], float]:  # fmt: skip
+async def _pass(
+    pair: Any, problems: Sequence[Any], mode: str, *, profile: Any, max_tokens: int
+) -> tuple[list[Any], float]:
     """All problems in flight at once (CPU decoding is memory-bound: batching is nearly free)."""
     from contextlib import aclosing
 
@@ -128,8 +137,9 @@ async def _pass(pair: Any, problems: Sequence[Any], mode: str, *, profile: Any,
 
     async def solve(i: int) -> Any:
         config = RelayConfig(mode=mode, max_tokens=max_tokens, sampling={"temperature": 0.0})
-        return await relay_generate_async(messages=problems[i].messages(), large=pair, config=config,
-                                          profile=profile)  # fmt: skip
+        return await relay_generate_async(
+            messages=problems[i].messages(), large=pair, config=config, profile=profile
+        )
 
     t0 = time.perf_counter()
     results: dict[int, Any] = {}
@@ -149,14 +159,21 @@ def _report(problems: Sequence[Any], relay: Sequence[Any], prompt: Any, colour: 
     right = 0
     for p, r in zip(problems, relay, strict=True):
         st = r.stats.summary()
-        g = grade(r.text, p.answer, thinking=thinks("auto", r.text, prompt("relay", p)),
-                  finish_reason=st["finish_reason"], choices=len(p.choices))  # fmt: skip
+        g = grade(
+            r.text,
+            p.answer,
+            thinking=thinks("auto", r.text, prompt("relay", p)),
+            finish_reason=st["finish_reason"],
+            choices=len(p.choices),
+        )
         right += bool(g.correct)
         verdict = "not graded" if g.correct is None else "RIGHT" if g.correct else "WRONG"
-        print(f"\n[{p.id}] {p.prompt}\n--- output ---\n{render(r.segments, colour).strip()}\n--- "
-              f"answer {g.predicted!r} (expected {p.answer}): {verdict}"
-              f"{' (truncated)' if g.truncated else ''}; {st['large_tokens']} large + {st['small_tokens']} "
-              f"small tokens, {st['switches']} switches, {st['latency_s']:.1f} s")  # fmt: skip
+        print(
+            f"\n[{p.id}] {p.prompt}\n--- output ---\n{render(r.segments, colour).strip()}\n--- "
+            f"answer {g.predicted!r} (expected {p.answer}): {verdict}"
+            f"{' (truncated)' if g.truncated else ''}; {st['large_tokens']} large + {st['small_tokens']} "
+            f"small tokens, {st['switches']} switches, {st['latency_s']:.1f} s"
+        )
     return right
 
 
@@ -172,17 +189,30 @@ async def _demo(args: argparse.Namespace, pair: Any, problems: Sequence[Any], pr
         right = _report(problems, relay, prompt, colour)
         base, base_wall = [], 0.0
         if not args.no_baseline:
-            base, base_wall = await _pass(pair, problems, "large_only", profile=profile,
-                                          max_tokens=args.max_tokens)  # fmt: skip
+            base, base_wall = await _pass(
+                pair, problems, "large_only", profile=profile, max_tokens=args.max_tokens
+            )
     finally:
         await pair.aclose()
-    base_right = sum(bool(grade(b.text, p.answer, thinking=thinks("auto", b.text, prompt("large_only", p)),
-                                finish_reason=b.stats.finish_reason, choices=len(p.choices)).correct)
-                     for p, b in zip(problems, base, strict=False))  # fmt: skip
-    print(f"\nrelaygen: {right}/{len(problems)} right" + ("" if args.no_baseline else
-          f"; large model alone: {base_right}/{len(problems)} right"))  # fmt: skip
-    speed = speed_summary([r.stats.summary() for r in relay], [b.stats.summary() for b in base],
-                          relay_wall, base_wall)  # fmt: skip
+    base_right = sum(
+        bool(
+            grade(
+                b.text,
+                p.answer,
+                thinking=thinks("auto", b.text, prompt("large_only", p)),
+                finish_reason=b.stats.finish_reason,
+                choices=len(p.choices),
+            ).correct
+        )
+        for p, b in zip(problems, base, strict=False)
+    )
+    print(
+        f"\nrelaygen: {right}/{len(problems)} right"
+        + ("" if args.no_baseline else f"; large model alone: {base_right}/{len(problems)} right")
+    )
+    speed = speed_summary(
+        [r.stats.summary() for r in relay], [b.stats.summary() for b in base], relay_wall, base_wall
+    )
     print(format_speed(speed, len(problems)))
 
 

@@ -53,14 +53,18 @@ def plot_frontier(summary: dict[str, Any], path: Path) -> None:
     rows = {r["mode"]: r for r in summary["modes"]}
     fig, ax = plt.subplots(figsize=(6, 4.5))
     for family, style in (("relay", "o-"), ("random_switch", "s--")):
-        pts = sorted((r["speedup_vs_large_only"] or 0.0, r["accuracy"], m) for m, r in rows.items()
-                     if m.partition("@")[0] == family)  # fmt: skip
+        pts = sorted(
+            (r["speedup_vs_large_only"] or 0.0, r["accuracy"], m)
+            for m, r in rows.items()
+            if m.partition("@")[0] == family
+        )
         if pts:
             ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=family.replace("_", " "))
             for x, y, m in pts:
                 util = rows[m]["large_utilization"]
-                ax.annotate(f"{m} (u={util:.2f})", (x, y), textcoords="offset points", xytext=(4, 4),
-                            fontsize=7)  # fmt: skip
+                ax.annotate(
+                    f"{m} (u={util:.2f})", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7
+                )
     for m, marker in (("large_only", "^"), ("small_only", "v")):
         if m in rows:
             r = rows[m]

@@ -30,8 +30,10 @@ QUESTION = [{"role": "user", "content": "What is 12 + 30?"}]
 
 
 def _relay(pair: RelayPair, profile: CueProfile, mode: str, seeds: range) -> list[Any]:
-    configs = [RelayConfig(mode=mode, max_tokens=200, sampling={"temperature": 0.8, "sampling_seed": s})  # type: ignore[arg-type]
-               for s in seeds]  # fmt: skip
+    configs = [
+        RelayConfig(mode=mode, max_tokens=200, sampling={"temperature": 0.8, "sampling_seed": s})  # type: ignore[arg-type]
+        for s in seeds
+    ]
     return [relay_generate(messages=QUESTION, large=pair, config=c, profile=profile) for c in configs]
 
 
@@ -76,8 +78,9 @@ def main(argv: list[str] | None = None) -> int:
             check("relay on CUDA", relay)
             check("large-only on CUDA", large_only)
         spec = Speculative("standalone", str(tiny.small), num_steps=3, eagle_topk=1, num_draft_tokens=4)
-        spec_pair = RuntimePair(tiny.large, tiny.small, device="cuda", speculative=spec,
-                                log_dir=out / "logs-spec")
+        spec_pair = RuntimePair(
+            tiny.large, tiny.small, device="cuda", speculative=spec, log_dir=out / "logs-spec"
+        )
         with spec_pair as rp:
             pair = RelayPair(rp.large, rp.small)
 

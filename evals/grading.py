@@ -90,8 +90,9 @@ def extract_letter(text: str, choices: int) -> str | None:
     return said[-1] if said else None
 
 
-def grade(output: str, expected: str | None, *, thinking: bool, finish_reason: str | None = None,
-          choices: int = 0) -> Grade:  # fmt: skip
+def grade(
+    output: str, expected: str | None, *, thinking: bool, finish_reason: str | None = None, choices: int = 0
+) -> Grade:
     """Grade one output; ``choices``: the option count of a multiple-choice problem, graded on its
     letter.  Call from the main thread: math-verify's timeouts use signal.alarm."""
     text = answer_part(output, thinking)

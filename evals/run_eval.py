@@ -65,6 +65,8 @@ def variant(label: str, profile: CueProfile) -> tuple[str, CueProfile]:
 def _order(label: str) -> tuple[int, int]:
     mode, _, k = label.partition("@")
     return ORDER[mode], int(k or 0)
+
+
 # The paper samples at the reference's get_sampling_params (Qwen3); greedy is this repo's default.
 PROTOCOLS: dict[str, dict[str, Any]] = {
     "greedy": {"temperature": 0.0, "top_p": None, "top_k": None, "samples": 1},
@@ -100,12 +102,18 @@ def templated_prompts(pair: RelayPair) -> Callable[[str, Problem], str]:
     return prompt
 
 
-def _grade(rec: dict[str, Any], p: Problem | None, thinking: str,
-           prompt: Callable[[str, Problem], str]) -> None:  # fmt: skip
+def _grade(
+    rec: dict[str, Any], p: Problem | None, thinking: str, prompt: Callable[[str, Problem], str]
+) -> None:
     templated = prompt(rec["mode"], p) if thinking == "auto" and p is not None else ""
     think = thinks(thinking, rec["output"], templated)
-    g = grade(rec["output"], rec["expected"], thinking=think, finish_reason=rec.get("finish_reason"),
-              choices=len(p.choices) if p is not None else 0)  # fmt: skip
+    g = grade(
+        rec["output"],
+        rec["expected"],
+        thinking=think,
+        finish_reason=rec.get("finish_reason"),
+        choices=len(p.choices) if p is not None else 0,
+    )
     rec.update(predicted=g.predicted, correct=g.correct, truncated=g.truncated, thinking=g.thinking)
 
 
@@ -125,21 +133,37 @@ class _Run:
     out: IO[str]
     show_progress: bool
 
-    async def evaluate(self, p: Problem, i: int, k: int, label: str,
-                       switch_rate: float | None) -> dict[str, Any]:  # fmt: skip
+    async def evaluate(
+        self, p: Problem, i: int, k: int, label: str, switch_rate: float | None
+    ) -> dict[str, Any]:
         """One sample of one problem in one mode; the seed depends on (problem, sample), not the mode."""
         s = sample_seed(self.seed, i, k)
         mode, profile = variant(label, self.profile)
-        config = RelayConfig(mode=mode, max_tokens=self.max_tokens,  # type: ignore[arg-type]
-                             sampling={**self.sampling, "sampling_seed": s}, seed=s, switch_rate=switch_rate)
+        config = RelayConfig(
+            mode=mode,
+            max_tokens=self.max_tokens,  # type: ignore[arg-type]
+            sampling={**self.sampling, "sampling_seed": s},
+            seed=s,
+            switch_rate=switch_rate,
+        )
         r = await relay_generate_async(messages=p.messages(), large=self.pair, config=config, profile=profile)
         top = {"top_cues": len(profile.cues)} if "@" in label else {}
-        return {"id": p.id, "sample": k, "expected": p.answer, **r.stats.summary(), "mode": label, **top,
-                "seed": s, "sampling": self.sampling, "concurrency": self.concurrency,
-                "output": r.text}  # fmt: skip
+        return {
+            "id": p.id,
+            "sample": k,
+            "expected": p.answer,
+            **r.stats.summary(),
+            "mode": label,
+            **top,
+            "seed": s,
+            "sampling": self.sampling,
+            "concurrency": self.concurrency,
+            "output": r.text,
+        }
 
-    async def mode(self, mode: str, todo: list[tuple[int, int, Problem]], switch_rate: float | None,
-                   failed: list[str]) -> tuple[int, int]:  # fmt: skip
+    async def mode(
+        self, mode: str, todo: list[tuple[int, int, Problem]], switch_rate: float | None, failed: list[str]
+    ) -> tuple[int, int]:
         """Run ``todo`` in ``mode``, ``concurrency`` in flight; returns (output tokens, failures)."""
         tokens, n_failed = 0, 0
 
@@ -166,8 +190,14 @@ class _Run:
         return tokens, n_failed
 
 
-async def _run_modes(run: _Run, problems: list[Problem], modes: list[str], samples: int,
-                     tp_records: dict[str, dict[str, Any]], tp_path: Path) -> list[str]:  # fmt: skip
+async def _run_modes(
+    run: _Run,
+    problems: list[Problem],
+    modes: list[str],
+    samples: int,
+    tp_records: dict[str, dict[str, Any]],
+    tp_path: Path,
+) -> list[str]:
     """Every mode after the previous one, at the same concurrency, so latencies and throughputs
     compare.  Returns the failures."""
     failed: list[str] = []
@@ -182,15 +212,23 @@ async def _run_modes(run: _Run, problems: list[Problem], modes: list[str], sampl
                 large_toks = sum(r["large_tokens"] for r in relay_rows)
                 switch_rate = max(sum(r["switches"] for r in relay_rows), 1) / max(large_toks, 1)
             had = sum(1 for (m, _, _) in run.done if m == mode)
-            todo = [(i, k, p) for i, p in enumerate(problems) for k in range(samples)
-                    if (mode, p.id, k) not in run.done]  # fmt: skip
+            todo = [
+                (i, k, p)
+                for i, p in enumerate(problems)
+                for k in range(samples)
+                if (mode, p.id, k) not in run.done
+            ]
             if not todo:
                 continue
             t0 = time.perf_counter()
             tokens, n_failed = await run.mode(mode, todo, switch_rate, failed)
-            rec_tp = {"wall_s": round(time.perf_counter() - t0, 3), "generations": len(todo) - n_failed,
-                      "output_tokens": tokens, "concurrency": run.concurrency,
-                      "complete": had == 0 and n_failed == 0}  # fmt: skip
+            rec_tp = {
+                "wall_s": round(time.perf_counter() - t0, 3),
+                "generations": len(todo) - n_failed,
+                "output_tokens": tokens,
+                "concurrency": run.concurrency,
+                "complete": had == 0 and n_failed == 0,
+            }
             # A batch that ran the whole mode at once is the measurement; pieces only stand in.
             if rec_tp["complete"] or not tp_records.get(mode, {}).get("complete"):
                 tp_records[mode] = rec_tp
@@ -240,8 +278,9 @@ def run_eval(
     top_k = proto["top_k"] if top_k is None else (top_k if top_k > 0 else None)
     samples = proto["samples"] if samples is None else samples
     concurrency = concurrency or (THROUGHPUT_CONCURRENCY if throughput else 1)
-    sampling = {k: v for k, v in (("temperature", temperature), ("top_p", top_p), ("top_k", top_k))
-                if v is not None}  # fmt: skip
+    sampling = {
+        k: v for k, v in (("temperature", temperature), ("top_p", top_p), ("top_k", top_k)) if v is not None
+    }
     if ignore_eos:
         sampling["ignore_eos"] = True
     pair = RelayPair.of(large, small)
@@ -259,20 +298,35 @@ def run_eval(
         variant(label, profile)  # a bad label fails before anything runs
     modes = sorted(set(modes), key=_order)
     with path.open("a") as f:
-        run = _Run(pair, profile, max_tokens, sampling, seed, concurrency, thinking, prompt, done, f,
-                   show_progress)  # fmt: skip
+        run = _Run(
+            pair, profile, max_tokens, sampling, seed, concurrency, thinking, prompt, done, f, show_progress
+        )
         failed = asyncio.run(_run_modes(run, problems, modes, samples, tp_records, tp_path))
     if failed:
-        raise EvalIncomplete(f"{len(failed)} problem(s) failed; the finished ones are saved in {path}, "
-                             f"rerun the same command to retry the rest:\n" + "\n".join(failed))  # fmt: skip
+        raise EvalIncomplete(
+            f"{len(failed)} problem(s) failed; the finished ones are saved in {path}, "
+            f"rerun the same command to retry the rest:\n" + "\n".join(failed)
+        )
     rows = [r for (m, i, k), r in done.items() if i in by_id and m in modes and k < samples]
     summary = summarize(rows, modes, tp_records)
-    summary["config"] = {"dataset": dataset, "problems": len(problems), "protocol": protocol,
-                         "samples": samples, "max_tokens": max_tokens, "temperature": temperature,
-                         "top_p": top_p, "top_k": top_k, "seed": seed, "concurrency": concurrency,
-                         "throughput": throughput, "thinking": thinking, "ignore_eos": ignore_eos,
-                         "profile": profile.name or profile.large_model,
-                         "large_model": profile.large_model, "small_model": profile.small_model}  # fmt: skip
+    summary["config"] = {
+        "dataset": dataset,
+        "problems": len(problems),
+        "protocol": protocol,
+        "samples": samples,
+        "max_tokens": max_tokens,
+        "temperature": temperature,
+        "top_p": top_p,
+        "top_k": top_k,
+        "seed": seed,
+        "concurrency": concurrency,
+        "throughput": throughput,
+        "thinking": thinking,
+        "ignore_eos": ignore_eos,
+        "profile": profile.name or profile.large_model,
+        "large_model": profile.large_model,
+        "small_model": profile.small_model,
+    }
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     (out_dir / "summary.md").write_text(markdown(summary))
     plot(summary, out_dir / "accuracy_vs_speedup.png")
@@ -284,31 +338,54 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dataset", default="gsm8k", help=SPEC_HELP)
     add_field_args(p)
     p.add_argument("--limit", type=int, default=20, help="first N problems (0: all)")
-    p.add_argument("--modes", nargs="+", default=["large_only", "relay"], metavar="MODE",
-                   help=f"{', '.join(MODES)}; relay@K and random_switch@K run the profile's best K cues "
-                   "(an operating point; random_switch@K matches relay@K's switch rate)")
+    p.add_argument(
+        "--modes",
+        nargs="+",
+        default=["large_only", "relay"],
+        metavar="MODE",
+        help=f"{', '.join(MODES)}; relay@K and random_switch@K run the profile's best K cues "
+        "(an operating point; random_switch@K matches relay@K's switch rate)",
+    )
     add_pair_args(p)
-    p.add_argument("--protocol", choices=list(PROTOCOLS), default="greedy",
-                   help="greedy: T 0, 1 sample (default); paper: T 0.6, top_p 0.95, top_k 20, 4 samples")
+    p.add_argument(
+        "--protocol",
+        choices=list(PROTOCOLS),
+        default="greedy",
+        help="greedy: T 0, 1 sample (default); paper: T 0.6, top_p 0.95, top_k 20, 4 samples",
+    )
     p.add_argument("--samples", type=int, default=None, help="samples per problem (default: the protocol's)")
     p.add_argument("--temperature", type=float, default=None, help="(default: the protocol's)")
     p.add_argument("--top-p", type=float, default=None, help="(default: the protocol's)")
     p.add_argument("--top-k", type=int, default=None, help="(default: the protocol's; -1: off)")
     p.add_argument("--max-tokens", type=int, default=1024, help="(default: %(default)s; the paper: 32768)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--thinking", choices=THINKING_CHOICES, default="auto",
-                   help="grade only after </think> (yes), the whole output (no), or yes when the output "
-                   "or the chat-templated prompt has <think> (auto, the default)")
-    p.add_argument("--concurrency", type=int, default=None,
-                   help="requests in flight at once, the same for every mode "
-                   f"(default: 1, or {THROUGHPUT_CONCURRENCY} with --throughput)")
-    p.add_argument("--throughput", action="store_true",
-                   help="measure throughput: each mode alone, many requests in flight; "
-                   "reports tokens/s and problems/s per mode")
-    p.add_argument("--ignore-eos", action="store_true",
-                   help="generate --max-tokens tokens every time, wherever the model would stop (load tests)")
+    p.add_argument(
+        "--thinking",
+        choices=THINKING_CHOICES,
+        default="auto",
+        help="grade only after </think> (yes), the whole output (no), or yes when the output "
+        "or the chat-templated prompt has <think> (auto, the default)",
+    )
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=None,
+        help="requests in flight at once, the same for every mode "
+        f"(default: 1, or {THROUGHPUT_CONCURRENCY} with --throughput)",
+    )
+    p.add_argument(
+        "--throughput",
+        action="store_true",
+        help="measure throughput: each mode alone, many requests in flight; "
+        "reports tokens/s and problems/s per mode",
+    )
+    p.add_argument(
+        "--ignore-eos",
+        action="store_true",
+        help="generate --max-tokens tokens every time, wherever the model would stop (load tests)",
+    )
     p.add_argument("--out", default="runs/eval")
-    args = p.parse_args(argv)  # fmt: skip
+    args = p.parse_args(argv)
     try:
         profile = profile_from_args(args)
         for label in args.modes:
@@ -326,12 +403,25 @@ def main(argv: list[str] | None = None) -> int:
     with ExitStack() as stack:
         pair = RelayPair(*open_pair(args, stack, profile))  # one pair (clients, tokenizers) for the run
         try:
-            summary = run_eval(problems, large=pair, profile=profile,
-                               modes=args.modes, out_dir=Path(args.out), max_tokens=args.max_tokens,
-                               temperature=args.temperature, seed=args.seed, concurrency=args.concurrency,
-                               protocol=args.protocol, top_p=args.top_p, top_k=args.top_k,
-                               samples=args.samples, thinking=args.thinking, throughput=args.throughput,
-                               dataset=args.dataset, ignore_eos=args.ignore_eos)  # fmt: skip
+            summary = run_eval(
+                problems,
+                large=pair,
+                profile=profile,
+                modes=args.modes,
+                out_dir=Path(args.out),
+                max_tokens=args.max_tokens,
+                temperature=args.temperature,
+                seed=args.seed,
+                concurrency=args.concurrency,
+                protocol=args.protocol,
+                top_p=args.top_p,
+                top_k=args.top_k,
+                samples=args.samples,
+                thinking=args.thinking,
+                throughput=args.throughput,
+                dataset=args.dataset,
+                ignore_eos=args.ignore_eos,
+            )
         except EvalIncomplete as e:
             print(f"run_eval: {e}", file=sys.stderr)
             return 1

@@ -34,9 +34,14 @@ def bootstrap_ci(values: Sequence[float], seed: int = 0) -> tuple[float, float] 
     """95% CI of the mean, resampling problems (samples of one problem stay together)."""
     if len(values) < 2:
         return None
-    res = stats.bootstrap((np.asarray(values, dtype=float),), np.mean, confidence_level=CI_LEVEL,
-                          n_resamples=CI_RESAMPLES, method="percentile",
-                          rng=np.random.default_rng(seed))  # fmt: skip
+    res = stats.bootstrap(
+        (np.asarray(values, dtype=float),),
+        np.mean,
+        confidence_level=CI_LEVEL,
+        n_resamples=CI_RESAMPLES,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+    )
     ci = res.confidence_interval
     return round(float(ci.low), 4), round(float(ci.high), 4)
 
@@ -68,24 +73,32 @@ def summarize(
         for r in rs:
             samples[r["id"]] += 1
         tp = (throughput or {}).get(m) or {}
-        table.append({
-            "mode": m, "n": len(rs), "problems": len(samples), "samples_per_problem": max(samples.values()),
-            "accuracy": round(statistics.mean(acc.values()), 4) if acc else None,
-            "ungraded": sum(r["correct"] is None for r in rs),
-            "ci95": list(ci) if ci else None,
-            "mean_latency_s": round(lat, 3),
-            "speedup_vs_large_only": round(base_lat / lat, 3) if base_lat and lat else None,
-            "large_utilization": round(sum(r["large_tokens"] for r in rs) / toks, 3) if toks else 0.0,
-            "switches_per_problem": round(sum(r["switches"] for r in rs) / len(rs), 2),
-            "mean_output_tokens": round(toks / len(rs), 1),
-            "truncated": sum(bool(r.get("truncated")) for r in rs),
-            "tokens_per_s": _rate(tp.get("output_tokens", 0), tp.get("wall_s", 0)),
-            "problems_per_s": _rate(tp.get("generations", 0), tp.get("wall_s", 0), 4),
-            "throughput_concurrency": tp.get("concurrency"),
-            "throughput_complete": tp.get("complete"),
-        })  # fmt: skip
-    return {"modes": table, "paired": paired_comparisons(rows, [m for m in modes if by_mode[m]]),
-            "ci": {"level": CI_LEVEL, "method": CI_METHOD}}  # fmt: skip
+        table.append(
+            {
+                "mode": m,
+                "n": len(rs),
+                "problems": len(samples),
+                "samples_per_problem": max(samples.values()),
+                "accuracy": round(statistics.mean(acc.values()), 4) if acc else None,
+                "ungraded": sum(r["correct"] is None for r in rs),
+                "ci95": list(ci) if ci else None,
+                "mean_latency_s": round(lat, 3),
+                "speedup_vs_large_only": round(base_lat / lat, 3) if base_lat and lat else None,
+                "large_utilization": round(sum(r["large_tokens"] for r in rs) / toks, 3) if toks else 0.0,
+                "switches_per_problem": round(sum(r["switches"] for r in rs) / len(rs), 2),
+                "mean_output_tokens": round(toks / len(rs), 1),
+                "truncated": sum(bool(r.get("truncated")) for r in rs),
+                "tokens_per_s": _rate(tp.get("output_tokens", 0), tp.get("wall_s", 0)),
+                "problems_per_s": _rate(tp.get("generations", 0), tp.get("wall_s", 0), 4),
+                "throughput_concurrency": tp.get("concurrency"),
+                "throughput_complete": tp.get("complete"),
+            }
+        )
+    return {
+        "modes": table,
+        "paired": paired_comparisons(rows, [m for m in modes if by_mode[m]]),
+        "ci": {"level": CI_LEVEL, "method": CI_METHOD},
+    }
 
 
 def comparison_pairs(modes: Sequence[str]) -> list[tuple[str, str]]:
@@ -108,17 +121,22 @@ def paired_difference(rows: Sequence[dict[str, Any]], a: str, b: str) -> dict[st
     if not common:
         return None
     diffs = [acc_a[i] - acc_b[i] for i in common]
-    right = {(r["mode"], r["id"], int(r.get("sample", 0))): bool(r["correct"])
-             for r in rows if r["correct"] is not None}  # fmt: skip
+    right = {
+        (r["mode"], r["id"], int(r.get("sample", 0))): bool(r["correct"])
+        for r in rows
+        if r["correct"] is not None
+    }
     keys = [(i, k) for (m, i, k) in right if m == a and i in acc_b and (b, i, k) in right]
     ci = bootstrap_ci(diffs)
     return {
-        "a": a, "b": b, "problems": len(common),
+        "a": a,
+        "b": b,
+        "problems": len(common),
         "difference": round(statistics.mean(diffs), 4),
         "ci95": list(ci) if ci else None,
         "a_only_right": sum(right[(a, i, k)] and not right[(b, i, k)] for i, k in keys),
         "b_only_right": sum(right[(b, i, k)] and not right[(a, i, k)] for i, k in keys),
-    }  # fmt: skip
+    }
 
 
 def paired_comparisons(rows: Sequence[dict[str, Any]], modes: Sequence[str]) -> list[dict[str, Any]]:
@@ -126,12 +144,20 @@ def paired_comparisons(rows: Sequence[dict[str, Any]], modes: Sequence[str]) -> 
 
 
 COLUMNS = [
-    ("mode", "mode"), ("problems", "problems"), ("samples_per_problem", "samples"),
-    ("accuracy", "pass@1"), ("ci95", "95% CI"), ("mean_latency_s", "mean latency s"),
-    ("speedup_vs_large_only", "speedup"), ("large_utilization", "large util."),
-    ("switches_per_problem", "switches"), ("mean_output_tokens", "tokens"),
-    ("truncated", "truncated"), ("tokens_per_s", "tokens/s"), ("problems_per_s", "problems/s"),
-]  # fmt: skip
+    ("mode", "mode"),
+    ("problems", "problems"),
+    ("samples_per_problem", "samples"),
+    ("accuracy", "pass@1"),
+    ("ci95", "95% CI"),
+    ("mean_latency_s", "mean latency s"),
+    ("speedup_vs_large_only", "speedup"),
+    ("large_utilization", "large util."),
+    ("switches_per_problem", "switches"),
+    ("mean_output_tokens", "tokens"),
+    ("truncated", "truncated"),
+    ("tokens_per_s", "tokens/s"),
+    ("problems_per_s", "problems/s"),
+]
 
 
 def _cell(key: str, v: Any) -> str:
@@ -146,8 +172,11 @@ def markdown(summary: dict[str, Any]) -> str:
     lines = ["| " + " | ".join(h for _, h in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(_cell(k, row.get(k)) for k, _ in COLUMNS) + " |" for row in summary["modes"]]
     note = summary.get("ci", {}).get("method")
-    text = "\n".join(lines) + "\n" + (f"\npass@1: mean over samples, then problems; 95% CI: {note}.\n"
-                                      if note else "")  # fmt: skip
+    text = (
+        "\n".join(lines)
+        + "\n"
+        + (f"\npass@1: mean over samples, then problems; 95% CI: {note}.\n" if note else "")
+    )
     if ungraded := [f"{row['mode']} {row['ungraded']}" for row in summary["modes"] if row.get("ungraded")]:
         text += f"\nResults with no answer to check (run and timed, not in pass@1): {', '.join(ungraded)}.\n"
     if summary.get("paired"):
@@ -160,8 +189,10 @@ def paired_markdown(paired: Sequence[dict[str, Any]]) -> str:
     lines = [head, "|---|---|---|---|---|---|"]
     for d in paired:
         ci = f"[{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]" if d["ci95"] else ""
-        lines.append(f"| {d['a']} - {d['b']} | {d['problems']} | {d['difference']:+.3f} | {ci} | "
-                     f"{d['a_only_right']} | {d['b_only_right']} |")  # fmt: skip
+        lines.append(
+            f"| {d['a']} - {d['b']} | {d['problems']} | {d['difference']:+.3f} | {ci} | "
+            f"{d['a_only_right']} | {d['b_only_right']} |"
+        )
     return "\n".join(lines) + "\n\nPaired over the problems both modes answered; CI by the same bootstrap.\n"
 
 

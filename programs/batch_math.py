@@ -60,13 +60,17 @@ def main(argv: list[str] | None = None) -> int:
                 print(json.dumps({"problem": row["problem"], "error": str(state.error())}))
                 continue
             stats = relay_summary(state.get_meta_info("solution"))
-            print(json.dumps({
-                "problem": row["problem"],
-                "answer": boxed_answer(state["solution"]),
-                "expected": row.get("answer"),
-                "large_utilization": stats["large_utilization"],
-                "switches": stats["switches"],
-            }))  # fmt: skip
+            print(
+                json.dumps(
+                    {
+                        "problem": row["problem"],
+                        "answer": boxed_answer(state["solution"]),
+                        "expected": row.get("answer"),
+                        "large_utilization": stats["large_utilization"],
+                        "switches": stats["switches"],
+                    }
+                )
+            )
     return 1 if failed else 0
 
 

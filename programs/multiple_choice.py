@@ -34,8 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     if len(args.choices) < 2:
         p.error("--choices needs at least two options")
     with relay_backend(args) as backend:
-        state = answer_choice.run(question=args.question, choices=args.choices, backend=backend,
-                                  **run_defaults(args))  # fmt: skip
+        state = answer_choice.run(
+            question=args.question, choices=args.choices, backend=backend, **run_defaults(args)
+        )
         if state.error() is not None:
             raise SystemExit(f"error: {state.error()}")
         print(state["reasoning"])

@@ -79,8 +79,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     # Configuration, start-up, profile and input-set faults: one line naming what and where.
-    except (LaunchError, RuntimeStartError, PoolStartError, ProfileError, DatasetError,
-            FileNotFoundError) as e:  # fmt: skip
+    except (
+        LaunchError,
+        RuntimeStartError,
+        PoolStartError,
+        ProfileError,
+        DatasetError,
+        FileNotFoundError,
+    ) as e:
         print(f"relaygen {args.command}: error: {e}", file=sys.stderr)
         return 2
 

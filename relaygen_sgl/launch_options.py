@@ -153,9 +153,11 @@ class Speculative:
         out = ["--speculative-algorithm", SPECULATIVE_ALGORITHMS[self.algorithm]]
         if self.draft:
             out += ["--speculative-draft-model-path", self.draft]
-        for flag, v in (("--speculative-num-steps", self.num_steps),
-                        ("--speculative-eagle-topk", self.eagle_topk),
-                        ("--speculative-num-draft-tokens", self.num_draft_tokens)):  # fmt: skip
+        for flag, v in (
+            ("--speculative-num-steps", self.num_steps),
+            ("--speculative-eagle-topk", self.eagle_topk),
+            ("--speculative-num-draft-tokens", self.num_draft_tokens),
+        ):
             if v is not None:
                 out += [flag, str(v)]
         return out

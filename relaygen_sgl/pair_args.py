@@ -33,37 +33,76 @@ def _replicas(value: str) -> int:
 def add_runtime_args(p: argparse.ArgumentParser | Any) -> None:
     """How runtimes are started: device, dtype, KV size, per-runtime SGLang args, speculation."""
     g = p.add_argument_group("starting runtimes")
-    g.add_argument("--device", choices=DEVICES, default="auto",
-                   help="auto: CUDA when torch sees a GPU, else CPU (default: %(default)s)")  # fmt: skip
-    g.add_argument("--dtype", default=None,
-                   help="model dtype for both runtimes "
-                        "(default: bfloat16 on CPU, SGLang's auto on CUDA)")  # fmt: skip
-    g.add_argument("--max-total-tokens", type=int, default=None,
-                   help="KV-cache token cap per runtime (default: 16384 on CPU; on CUDA SGLang "
-                        "sizes it from --mem-fraction-static)")  # fmt: skip
-    g.add_argument("--large-sglang-args", default="", metavar="ARGS",
-                   help="extra sglang.launch_server arguments for the large runtime, passed verbatim "
-                        "(e.g. \"--tp 2 --context-length 40960\")")  # fmt: skip
-    g.add_argument("--small-sglang-args", default="", metavar="ARGS",
-                   help="extra sglang.launch_server arguments for the small runtime, passed verbatim "
-                        "(e.g. \"--mem-fraction-static 0.2\")")  # fmt: skip
-    g.add_argument("--speculative", choices=sorted(SPECULATIVE_ALGORITHMS), default=None,
-                   help="speculative decoding on the large runtime: eagle3/eagle (draft head), "
-                        "standalone (any small draft model), ngram (no draft)")  # fmt: skip
-    g.add_argument("--speculative-draft", default=None, metavar="PATH",
-                   help="draft model folder or hub id (e.g. RedHatAI/Qwen3-32B-speculator.eagle3)")
+    g.add_argument(
+        "--device",
+        choices=DEVICES,
+        default="auto",
+        help="auto: CUDA when torch sees a GPU, else CPU (default: %(default)s)",
+    )
+    g.add_argument(
+        "--dtype",
+        default=None,
+        help="model dtype for both runtimes (default: bfloat16 on CPU, SGLang's auto on CUDA)",
+    )
+    g.add_argument(
+        "--max-total-tokens",
+        type=int,
+        default=None,
+        help="KV-cache token cap per runtime (default: 16384 on CPU; on CUDA SGLang "
+        "sizes it from --mem-fraction-static)",
+    )
+    g.add_argument(
+        "--large-sglang-args",
+        default="",
+        metavar="ARGS",
+        help="extra sglang.launch_server arguments for the large runtime, passed verbatim "
+        '(e.g. "--tp 2 --context-length 40960")',
+    )
+    g.add_argument(
+        "--small-sglang-args",
+        default="",
+        metavar="ARGS",
+        help="extra sglang.launch_server arguments for the small runtime, passed verbatim "
+        '(e.g. "--mem-fraction-static 0.2")',
+    )
+    g.add_argument(
+        "--speculative",
+        choices=sorted(SPECULATIVE_ALGORITHMS),
+        default=None,
+        help="speculative decoding on the large runtime: eagle3/eagle (draft head), "
+        "standalone (any small draft model), ngram (no draft)",
+    )
+    g.add_argument(
+        "--speculative-draft",
+        default=None,
+        metavar="PATH",
+        help="draft model folder or hub id (e.g. RedHatAI/Qwen3-32B-speculator.eagle3)",
+    )
     g.add_argument("--speculative-num-steps", type=int, default=None)
     g.add_argument("--speculative-eagle-topk", type=int, default=None)
     g.add_argument("--speculative-num-draft-tokens", type=int, default=None)
-    g.add_argument("--large-replicas", type=_replicas, default=1, metavar="N",
-                   help="SGLang workers for the large model; more than one get an sglang-router in front, "
-                        "and each relay request stays on one of them (default: %(default)s)")  # fmt: skip
-    g.add_argument("--small-replicas", type=_replicas, default=1, metavar="M",
-                   help="the same for the small model (default: %(default)s)")  # fmt: skip
+    g.add_argument(
+        "--large-replicas",
+        type=_replicas,
+        default=1,
+        metavar="N",
+        help="SGLang workers for the large model; more than one get an sglang-router in front, "
+        "and each relay request stays on one of them (default: %(default)s)",
+    )
+    g.add_argument(
+        "--small-replicas",
+        type=_replicas,
+        default=1,
+        metavar="M",
+        help="the same for the small model (default: %(default)s)",
+    )
     g.add_argument("--log-dir", default=None, help="where SGLang server logs go (default: a temp dir)")
-    g.add_argument("--startup-timeout", type=float, default=600.0,
-                   help="seconds to wait for each server to become healthy "
-                        "(default: %(default)s)")  # fmt: skip
+    g.add_argument(
+        "--startup-timeout",
+        type=float,
+        default=600.0,
+        help="seconds to wait for each server to become healthy (default: %(default)s)",
+    )
 
 
 def add_pair_args(p: argparse.ArgumentParser | Any, *, models_default: bool = True) -> None:
@@ -81,11 +120,17 @@ def add_pair_args(p: argparse.ArgumentParser | Any, *, models_default: bool = Tr
         default=str(pair.small) if models_default else None,
         help="HF folder of the small model, started if no URL (default: %(default)s)",
     )
-    p.add_argument("--profile", default=pair.profile,
-                   help="cue profile file or bundled name (default: %(default)s)")  # fmt: skip
-    p.add_argument("--top-cues", type=int, default=None, metavar="K",
-                   help="switch on the profile's best K cues instead of its kept set: K above the kept "
-                        "set means more switches (faster, riskier), below it fewer (default: the kept set)")
+    p.add_argument(
+        "--profile", default=pair.profile, help="cue profile file or bundled name (default: %(default)s)"
+    )
+    p.add_argument(
+        "--top-cues",
+        type=int,
+        default=None,
+        metavar="K",
+        help="switch on the profile's best K cues instead of its kept set: K above the kept "
+        "set means more switches (faster, riskier), below it fewer (default: the kept set)",
+    )
     add_runtime_args(p)
 
 
@@ -99,8 +144,13 @@ def profile_from_args(args: argparse.Namespace) -> CueProfile:
 def speculative_from_args(args: argparse.Namespace) -> Speculative | None:
     if not getattr(args, "speculative", None):
         return None
-    return Speculative(args.speculative, args.speculative_draft, args.speculative_num_steps,
-                       args.speculative_eagle_topk, args.speculative_num_draft_tokens)  # fmt: skip
+    return Speculative(
+        args.speculative,
+        args.speculative_draft,
+        args.speculative_num_steps,
+        args.speculative_eagle_topk,
+        args.speculative_num_draft_tokens,
+    )
 
 
 def runtime_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -121,9 +171,13 @@ def pair_from_args(args: argparse.Namespace, large: Any = None, small: Any = Non
     """The two pools to start: ``--large-replicas``/``--small-replicas`` workers each (one by default)."""
     from relaygen_sgl.runtime.pool import RuntimePair
 
-    return RuntimePair(large or args.large_model, small or args.small_model,
-                       large_replicas=getattr(args, "large_replicas", 1),
-                       small_replicas=getattr(args, "small_replicas", 1), **runtime_kwargs(args))  # fmt: skip
+    return RuntimePair(
+        large or args.large_model,
+        small or args.small_model,
+        large_replicas=getattr(args, "large_replicas", 1),
+        small_replicas=getattr(args, "small_replicas", 1),
+        **runtime_kwargs(args),
+    )
 
 
 def runtime_from_args(args: argparse.Namespace, role: str, model: Any = None) -> SGLangRuntime:
@@ -135,12 +189,18 @@ def runtime_from_args(args: argparse.Namespace, role: str, model: Any = None) ->
     own = kw.pop(f"{role}_args")
     kw.pop("small_args" if role == "large" else "large_args")
     speculative = kw.pop("speculative")
-    return SGLangRuntime(model or getattr(args, f"{role}_model"), name=role, sglang_args=own,
-                         speculative=speculative if role == "large" else None, **kw)  # fmt: skip
+    return SGLangRuntime(
+        model or getattr(args, f"{role}_model"),
+        name=role,
+        sglang_args=own,
+        speculative=speculative if role == "large" else None,
+        **kw,
+    )
 
 
-def open_runtimes(args: argparse.Namespace, stack: ExitStack,
-                  roles: Sequence[str] = ROLES) -> dict[str, str | None]:  # fmt: skip
+def open_runtimes(
+    args: argparse.Namespace, stack: ExitStack, roles: Sequence[str] = ROLES
+) -> dict[str, str | None]:
     """Each of ``roles``' URL: ``--ROLE-url``, else ``--ROLE-model`` started (stopped when
     ``stack`` closes), else None.  Two to start are started as a pair (at once, sharing a GPU
     fairly)."""
@@ -154,8 +214,9 @@ def open_runtimes(args: argparse.Namespace, stack: ExitStack,
     return urls
 
 
-def open_pair(args: argparse.Namespace, stack: ExitStack,
-              profile: CueProfile | None = None) -> tuple[str, str]:  # fmt: skip
+def open_pair(
+    args: argparse.Namespace, stack: ExitStack, profile: CueProfile | None = None
+) -> tuple[str, str]:
     """URLs of the two runtimes; starts those without a URL (stopped when ``stack`` closes).
     With ``profile``, warns when the runtimes serve other models than it was calibrated for."""
     urls = open_runtimes(args, stack)

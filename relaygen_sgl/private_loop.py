@@ -38,8 +38,10 @@ class PrivateLoop:
                 self._loop, self._thread = loop, thread
                 self._stop = weakref.finalize(self, _shut_down, loop, thread)
             if threading.current_thread() is self._thread:
-                raise RuntimeError(f"{self.name}: a sync call from inside its own event loop would "
-                                   "deadlock; await the async API instead")  # fmt: skip
+                raise RuntimeError(
+                    f"{self.name}: a sync call from inside its own event loop would "
+                    "deadlock; await the async API instead"
+                )
             return self._loop
 
     def _submit(self, coro: Coroutine[Any, Any, T]) -> tuple[concurrent.futures.Future[T], Any]:

@@ -64,17 +64,22 @@ class CueProfile:
         the ranking (more switches, a lower large-model share); below it, fewer switches."""
         n = len(self.ranked)
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= n:
-            raise ProfileError(f"top_cues must be an integer from 1 to {n} (the profile "
-                               f"{self.name or self.large_model!r} ranks {n} cues), got {k!r}")  # fmt: skip
+            raise ProfileError(
+                f"top_cues must be an integer from 1 to {n} (the profile "
+                f"{self.name or self.large_model!r} ranks {n} cues), got {k!r}"
+            )
         # The ranking stays whole, so a narrowed profile can be widened again (per request, say).
-        return replace(self, cues=self.ranked[:k], ranking=self.ranked,
-                       name=f"{self.name}@top{k}" if self.name else "")  # fmt: skip
+        return replace(
+            self, cues=self.ranked[:k], ranking=self.ranked, name=f"{self.name}@top{k}" if self.name else ""
+        )
 
     def pair_mismatch(self, large: str, small: str) -> str | None:
         """A warning when the running models (paths or ids) do not look like the profile's pair."""
-        bad = [f"{role} runtime serves {got!r} but the profile was calibrated for {want!r}"
-               for role, want, got in (("large", self.large_model, large), ("small", self.small_model, small))
-               if _model_key(want) not in _model_key(got)]  # fmt: skip
+        bad = [
+            f"{role} runtime serves {got!r} but the profile was calibrated for {want!r}"
+            for role, want, got in (("large", self.large_model, large), ("small", self.small_model, small))
+            if _model_key(want) not in _model_key(got)
+        ]
         return f"profile {self.name or '(unnamed)'}: " + "; ".join(bad) if bad else None
 
     def stop_regexes(self) -> list[str]:
@@ -86,8 +91,10 @@ class CueProfile:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         for key in ("cues", "ranking"):
-            d[key] = [{k: (list(v) if k == "ci" else v) for k, v in asdict(c).items() if v is not None}
-                      for c in getattr(self, key)]  # fmt: skip
+            d[key] = [
+                {k: (list(v) if k == "ci" else v) for k, v in asdict(c).items() if v is not None}
+                for c in getattr(self, key)
+            ]
         if not d["ranking"]:
             del d["ranking"]
         return d

@@ -48,8 +48,9 @@ CUE_SENTENCES = [
 
 def tiny_profile(**fields: object) -> CueProfile:
     """The tiny pair's cue profile; ``fields`` override the profile's defaults."""
-    return CueProfile.from_dict({"large_model": "tiny-large", "small_model": "tiny-small",
-                                 "cues": list(TINY_CUES), **fields})  # fmt: skip
+    return CueProfile.from_dict(
+        {"large_model": "tiny-large", "small_model": "tiny-small", "cues": list(TINY_CUES), **fields}
+    )
 
 
 @dataclass(frozen=True)

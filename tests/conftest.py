@@ -55,8 +55,13 @@ def shared_relay_server(runtimes, forcing: Forcing, tmp_path_factory: pytest.Tem
     pair's plus the forcing cue, so a request can force switches with ``logit_bias``.  The server
     test modules share it (one start instead of one per module)."""
     profile = make_tiny_profile(cues=[*TINY_CUES, forcing.cue_word])
-    proc, url = start_relay_server(tmp_path_factory.mktemp("relay-server"), runtimes.large.url,
-                                   runtimes.small.url, "shared", profile=profile)  # fmt: skip
+    proc, url = start_relay_server(
+        tmp_path_factory.mktemp("relay-server"),
+        runtimes.large.url,
+        runtimes.small.url,
+        "shared",
+        profile=profile,
+    )
     try:
         yield proc, url
     finally:
@@ -69,19 +74,38 @@ def tiny_profile() -> CueProfile:
     return make_tiny_profile()
 
 
-def start_relay_server(tmp_path: Path, large_url: str, small_url: str, name: str, *extra: str,
-                       profile: CueProfile | None = None):  # fmt: skip
+def start_relay_server(
+    tmp_path: Path, large_url: str, small_url: str, name: str, *extra: str, profile: CueProfile | None = None
+):
     """`relaygen serve` in front of two runtimes, in its own process group; returns (proc, url).
     ``profile``: the tiny pair's by default."""
     profile_path = (profile or make_tiny_profile()).save(tmp_path / f"{name}-profile.json")
     port = free_port()
     log = open(tmp_path / f"{name}.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
-        [sys.executable, "-m", "relaygen_sgl.cli", "serve", "--large-url", large_url,
-         "--small-url", small_url, "--profile", str(profile_path), "--port", str(port),
-         "--max-input-tokens", "512", "--default-max-tokens", "200", *extra],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "relaygen_sgl.cli",
+            "serve",
+            "--large-url",
+            large_url,
+            "--small-url",
+            small_url,
+            "--profile",
+            str(profile_path),
+            "--port",
+            str(port),
+            "--max-input-tokens",
+            "512",
+            "--default-max-tokens",
+            "200",
+            *extra,
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90
     while True:

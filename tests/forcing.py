@@ -56,8 +56,15 @@ class Forcing:
         words = [(len(t), i, t[1:]) for i, t in texts.items() if re.fullmatch(r" [a-z]{3,}", t)]
         assert words, "the tiny tokenizer has no ' word' token to use as a cue"
         _, cue, word = max(words)
-        return cls(vocab=tuple(range(len(tok))), eos=tok.eos_token_id, think_end=think_end, filler=filler,
-                   filler_text=tok.decode([filler]), cue=cue, cue_word=word)  # fmt: skip
+        return cls(
+            vocab=tuple(range(len(tok))),
+            eos=tok.eos_token_id,
+            think_end=think_end,
+            filler=filler,
+            filler_text=tok.decode([filler]),
+            cue=cue,
+            cue_word=word,
+        )
 
     def _bias(self, up: dict[int, float]) -> dict[str, float]:
         """``up`` raised, every other token lowered by BIAS: the winner does not depend on the weights."""
@@ -65,15 +72,22 @@ class Forcing:
 
     def eos_after(self, n: int) -> dict[str, Any]:
         """Every call writes ``n`` fillers, then EOS (a thinking prompt's reasoning ends unclosed)."""
-        return {"temperature": 0, "min_new_tokens": n,
-                "logit_bias": self._bias({self.filler: 0.0, self.eos: BIAS})}  # fmt: skip
+        return {
+            "temperature": 0,
+            "min_new_tokens": n,
+            "logit_bias": self._bias({self.filler: 0.0, self.eos: BIAS}),
+        }
 
     def think_end_after(self, n: int) -> dict[str, Any]:
         """Every call writes ``n`` fillers, then ``</think>`` (a stop token: min_new_tokens holds it
         back until then).  With ``2 n + 1`` tokens in all, the answer call's budget is ``n``: it
         ends there, before it could write one (SGLang refuses min_new_tokens > max_new_tokens)."""
-        return {"temperature": 0, "min_new_tokens": n, "stop_token_ids": [self.think_end],
-                "logit_bias": self._bias({self.filler: 0.0, self.think_end: BIAS})}  # fmt: skip
+        return {
+            "temperature": 0,
+            "min_new_tokens": n,
+            "stop_token_ids": [self.think_end],
+            "logit_bias": self._bias({self.filler: 0.0, self.think_end: BIAS}),
+        }
 
     def repeat(self, token: int) -> dict[str, Any]:
         """Every token is ``token``, until the budget or a stop."""

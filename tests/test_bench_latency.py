@@ -15,21 +15,45 @@ def _rows(out: Path) -> list[dict]:
 
 def test_bench_latency_interleaves_flushes_and_resumes_on_tiny_pair(runtimes, tiny_profile, tmp_path: Path):
     data = tmp_path / "sums.jsonl"
-    data.write_text("".join(json.dumps({"problem": f"What is {a} + {b}?", "answer": str(a + b)}) + "\n"
-                            for a, b in ((12, 30), (7, 8))))  # fmt: skip
+    data.write_text(
+        "".join(
+            json.dumps({"problem": f"What is {a} + {b}?", "answer": str(a + b)}) + "\n"
+            for a, b in ((12, 30), (7, 8))
+        )
+    )
     profile = tiny_profile.save(tmp_path / "tiny.json")
     out = tmp_path / "bench"
-    common = ["--dataset", f"jsonl:{data}", "--max-tokens", "48", "--probe-tokens", "16", "--probe-reps", "1",
-              "--large-url", runtimes.large.url, "--small-url", runtimes.small.url, "--profile", str(profile)]
+    common = [
+        "--dataset",
+        f"jsonl:{data}",
+        "--max-tokens",
+        "48",
+        "--probe-tokens",
+        "16",
+        "--probe-reps",
+        "1",
+        "--large-url",
+        runtimes.large.url,
+        "--small-url",
+        runtimes.small.url,
+        "--profile",
+        str(profile),
+    ]
     argv = [*common, "--problems", "2", "--runs", "2", "--out", str(out)]
     assert bench_latency.main(argv) == 0
     rows = _rows(out)
     # In the order they ran: the mode going first alternates per (run, problem) ...
     L, R = "large_only", "relay"  # noqa: N806
     assert [(r["run"], r["problem"], r["mode"]) for r in rows] == [
-        (0, "sums-1", L), (0, "sums-1", R), (0, "sums-2", R), (0, "sums-2", L),
-        (1, "sums-1", R), (1, "sums-1", L), (1, "sums-2", L), (1, "sums-2", R),
-    ]  # fmt: skip
+        (0, "sums-1", L),
+        (0, "sums-1", R),
+        (0, "sums-2", R),
+        (0, "sums-2", L),
+        (1, "sums-1", R),
+        (1, "sums-1", L),
+        (1, "sums-2", L),
+        (1, "sums-2", R),
+    ]
     # ... both modes of a (problem, run) share its seed, and every timed request met cold caches.
     seeds = {(r["problem"], r["run"]): set() for r in rows}
     for r in rows:
@@ -55,18 +79,30 @@ def test_bench_latency_interleaves_flushes_and_resumes_on_tiny_pair(runtimes, ti
     again = (out / "runs.jsonl").read_text().splitlines()
     assert again[:5] == lines[:5] and len(again) == 8
     assert [(r["run"], r["problem"], r["mode"]) for r in map(json.loads, again[5:])] == [
-        (r["run"], r["problem"], r["mode"]) for r in rows[5:]]  # fmt: skip
+        (r["run"], r["problem"], r["mode"]) for r in rows[5:]
+    ]
     # Without flushing, the warm-up has cached the prompt the first timed request sends.
     warm = tmp_path / "warm"
-    assert bench_latency.main([*common, "--problems", "1", "--runs", "1", "--no-flush",
-                               "--out", str(warm)]) == 0  # fmt: skip
+    assert (
+        bench_latency.main([*common, "--problems", "1", "--runs", "1", "--no-flush", "--out", str(warm)]) == 0
+    )
     assert all(r["call_records"][0]["cached_tokens"] > 0 for r in _rows(warm))
 
 
 def test_switch_overhead_bench_on_tiny_pair(runtimes, tmp_path: Path):
     out = tmp_path / "overhead.json"
-    argv = ["--large-url", runtimes.large.url, "--small-url", runtimes.small.url, "--requests", "2",
-            "--max-tokens", "40", "--json", str(out)]  # fmt: skip
+    argv = [
+        "--large-url",
+        runtimes.large.url,
+        "--small-url",
+        runtimes.small.url,
+        "--requests",
+        "2",
+        "--max-tokens",
+        "40",
+        "--json",
+        str(out),
+    ]
     assert bench_switch_overhead.main(argv) == 0
     res = json.loads(out.read_text())
     assert res["requests"] == 2 and 0 < res["relay_tokens"] <= 80

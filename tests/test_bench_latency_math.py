@@ -23,21 +23,35 @@ def test_mean_std_is_the_sample_std():
 
 
 def rec(problem: str, run: int, mode: str, latency: float, tokens: int, large: int, **kw: Any) -> dict:
-    return {"problem": problem, "run": run, "mode": mode, "latency_s": latency, "output_tokens": tokens,
-            "large_tokens": large, "small_tokens": tokens - large, "switches": 2, **kw}  # fmt: skip
+    return {
+        "problem": problem,
+        "run": run,
+        "mode": mode,
+        "latency_s": latency,
+        "output_tokens": tokens,
+        "large_tokens": large,
+        "small_tokens": tokens - large,
+        "switches": 2,
+        **kw,
+    }
 
 
-PROBES = {"start": {"large": {"per_token_s": 0.10}, "small": {"per_token_s": 0.01}},
-          "end": {"large": {"per_token_s": 0.10}, "small": {"per_token_s": 0.03}}}  # fmt: skip
+PROBES = {
+    "start": {"large": {"per_token_s": 0.10}, "small": {"per_token_s": 0.01}},
+    "end": {"large": {"per_token_s": 0.10}, "small": {"per_token_s": 0.03}},
+}
 
 
 def test_summary_per_problem_overall_and_ideal():
     rows = [
-        rec("a", 0, "large_only", 10.0, 100, 100), rec("a", 0, "relay", 5.0, 100, 50),
-        rec("a", 1, "large_only", 12.0, 100, 100), rec("a", 1, "relay", 4.0, 100, 50),
-        rec("b", 0, "large_only", 8.0, 100, 100), rec("b", 0, "relay", 4.0, 50, 40),
+        rec("a", 0, "large_only", 10.0, 100, 100),
+        rec("a", 0, "relay", 5.0, 100, 50),
+        rec("a", 1, "large_only", 12.0, 100, 100),
+        rec("a", 1, "relay", 4.0, 100, 50),
+        rec("b", 0, "large_only", 8.0, 100, 100),
+        rec("b", 0, "relay", 4.0, 50, 40),
         rec("b", 1, "relay", 9.0, 100, 50),  # its large_only partner is missing: not paired
-    ]  # fmt: skip
+    ]
     s = bl.summarize_bench(rows, PROBES)
     assert s["decode_probe"]["small_over_large"] == pytest.approx(0.2)  # mean 0.02 / mean 0.10
     a, b = s["problems"]
@@ -71,8 +85,10 @@ def test_summary_without_probes_has_no_ideal():
 
 
 def test_call_ratio_reads_call_records_and_rows_from_before_them():
-    calls = [{"runtime": "large", "latency_s": 5.0, "completion_tokens": 60},
-             {"runtime": "small", "latency_s": 1.0, "completion_tokens": 40}]  # fmt: skip
+    calls = [
+        {"runtime": "large", "latency_s": 5.0, "completion_tokens": 60},
+        {"runtime": "small", "latency_s": 1.0, "completion_tokens": 40},
+    ]
     expected = (1 / 40) / (5 / 60)
     assert bl.call_ratio([{"calls": 2, "call_records": calls}]) == pytest.approx(expected)
     assert bl.call_ratio([{"calls": calls}]) == pytest.approx(expected)  # an older runs.jsonl row

@@ -31,13 +31,31 @@ def test_calibration_produces_a_profile_the_runtime_loads(runtimes, tmp_path: Pa
     problems = _write_problems(tmp_path / "cal.jsonl", 3)
     cues = tmp_path / "cues.txt"
     cues.write_text("So\nTherefore,\nThus\nNow,\nWait,\nAlternatively,\nSimilarly,\nLet me\n# a comment\n")
-    res = calibrate(large=runtimes.large.url, small=runtimes.small.url, out_dir=tmp_path / "out",
-                    problems_path=problems, cues_file=cues, samples=2, seed=1, max_tokens=160,
-                    min_count=1, n_boot=100, large_name="tiny-large", small_name="tiny-small",
-                    show_progress=False)  # fmt: skip
+    res = calibrate(
+        large=runtimes.large.url,
+        small=runtimes.small.url,
+        out_dir=tmp_path / "out",
+        problems_path=problems,
+        cues_file=cues,
+        samples=2,
+        seed=1,
+        max_tokens=160,
+        min_count=1,
+        n_boot=100,
+        large_name="tiny-large",
+        small_name="tiny-small",
+        show_progress=False,
+    )
     out = tmp_path / "out"
-    for name in ("profile.json", "cue_report.csv", "cue_report.md", "cue_deltas.png", "margins.png",
-                 "traces.jsonl", "scores.jsonl"):  # fmt: skip
+    for name in (
+        "profile.json",
+        "cue_report.csv",
+        "cue_report.md",
+        "cue_deltas.png",
+        "margins.png",
+        "traces.jsonl",
+        "scores.jsonl",
+    ):
         assert (out / name).stat().st_size > 0, name
     assert (out / "cue_deltas.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     traces = [json.loads(x) for x in (out / "traces.jsonl").read_text().splitlines()]
@@ -53,30 +71,61 @@ def test_calibration_produces_a_profile_the_runtime_loads(runtimes, tmp_path: Pa
     assert profile.cue_texts == [s.cue for s in res.stats if s.kept]
     assert all(s.delta > 0 for s in res.stats if s.kept)
     # The runtime takes the profile as it is.
-    r = relay_generate(messages=[{"role": "user", "content": PROBLEMS[0]}], large=runtimes.large,
-                       small=runtimes.small, profile=profile, config=RelayConfig(max_tokens=60))  # fmt: skip
+    r = relay_generate(
+        messages=[{"role": "user", "content": PROBLEMS[0]}],
+        large=runtimes.large,
+        small=runtimes.small,
+        profile=profile,
+        config=RelayConfig(max_tokens=60),
+    )
     assert r.stats.output_tokens > 0
     # Re-running finds everything done and gives the same profile.
-    again = calibrate(large=runtimes.large.url, small=runtimes.small.url, out_dir=out,
-                      problems_path=problems, cues_file=cues, samples=2, seed=1, max_tokens=160,
-                      min_count=1, n_boot=100, large_name="tiny-large", small_name="tiny-small",
-                      show_progress=False)  # fmt: skip
+    again = calibrate(
+        large=runtimes.large.url,
+        small=runtimes.small.url,
+        out_dir=out,
+        problems_path=problems,
+        cues_file=cues,
+        samples=2,
+        seed=1,
+        max_tokens=160,
+        min_count=1,
+        n_boot=100,
+        large_name="tiny-large",
+        small_name="tiny-small",
+        show_progress=False,
+    )
     assert again.profile == res.profile
 
 
 def test_cue_statistics_of_known_traces(runtimes, tmp_path: Path):
     """Traces written here, so their cues are known: every occurrence is counted, and each
     segment is scored by the real small model (teacher-forced)."""
-    reasoning = ("<think>\nLet me think about 12 and 30. So 12 + 30 = 42. Therefore, the sum is 42. "
-                 "Wait, let me check. So the total is 42.\n</think>")  # fmt: skip
+    reasoning = (
+        "<think>\nLet me think about 12 and 30. So 12 + 30 = 42. Therefore, the sum is 42. "
+        "Wait, let me check. So the total is 42.\n</think>"
+    )
     traces = tmp_path / "traces.jsonl"
-    traces.write_text("".join(json.dumps({"id": f"t{i}", "problem": p, "reasoning": reasoning}) + "\n"
-                              for i, p in enumerate(PROBLEMS[:3])))  # fmt: skip
+    traces.write_text(
+        "".join(
+            json.dumps({"id": f"t{i}", "problem": p, "reasoning": reasoning}) + "\n"
+            for i, p in enumerate(PROBLEMS[:3])
+        )
+    )
     cues = tmp_path / "cues.txt"
     cues.write_text("So\nTherefore,\nWait,\nThus\n")
-    res = calibrate(large=None, small=runtimes.small.url, out_dir=tmp_path / "out", traces_path=traces,
-                    cues_file=cues, min_count=1, n_boot=100, large_name="tiny-large", small_name="tiny-small",
-                    show_progress=False)  # fmt: skip
+    res = calibrate(
+        large=None,
+        small=runtimes.small.url,
+        out_dir=tmp_path / "out",
+        traces_path=traces,
+        cues_file=cues,
+        min_count=1,
+        n_boot=100,
+        large_name="tiny-large",
+        small_name="tiny-small",
+        show_progress=False,
+    )
     assert {s.cue: s.count for s in res.stats} == {"So": 6, "Therefore,": 3, "Wait,": 3}
     assert all(0 <= s.segment_margin <= 1 and 0 <= s.elsewhere_margin <= 1 for s in res.stats)
     assert CueProfile.load(res.files["profile"]).cue_texts == [s.cue for s in res.stats if s.kept]
@@ -110,14 +159,26 @@ def test_trace_generation_resumes_after_a_kill(runtimes, tmp_path: Path):
     before = path.read_text().splitlines()
     before = [ln for ln in before if ln.endswith("}")]
     assert 2 <= len(before) < len(PROBLEMS)
-    rows = generate_traces(PROBLEMS, runtimes.large.url, path, max_tokens=120, threads=1,
-                           sampling={"temperature": 0, "ignore_eos": True})  # fmt: skip
+    rows = generate_traces(
+        PROBLEMS,
+        runtimes.large.url,
+        path,
+        max_tokens=120,
+        threads=1,
+        sampling={"temperature": 0, "ignore_eos": True},
+    )
     lines = path.read_text().splitlines()
     assert lines[: len(before)] == before  # nothing finished was lost or rewritten
     ids = [json.loads(x)["id"] for x in lines]
     assert len(ids) == len(set(ids)) == len(PROBLEMS)  # no duplicates
-    clean = generate_traces(PROBLEMS, runtimes.large.url, tmp_path / "clean.jsonl", max_tokens=120,
-                            threads=1, sampling={"temperature": 0, "ignore_eos": True})  # fmt: skip
+    clean = generate_traces(
+        PROBLEMS,
+        runtimes.large.url,
+        tmp_path / "clean.jsonl",
+        max_tokens=120,
+        threads=1,
+        sampling={"temperature": 0, "ignore_eos": True},
+    )
     assert [r["reasoning"] for r in rows] == [r["reasoning"] for r in clean]
 
 
@@ -134,18 +195,52 @@ def test_bad_calibration_inputs_are_clear(tmp_path: Path):
         load_problems(tmp_path / "nope.jsonl")
     dead = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(ConnectionError, match="not reachable"):
-        calibrate(large=dead, small=dead, out_dir=tmp_path / "o",
-                  problems_path=_write_problems(tmp_path / "p.jsonl", 2), show_progress=False)  # fmt: skip
+        calibrate(
+            large=dead,
+            small=dead,
+            out_dir=tmp_path / "o",
+            problems_path=_write_problems(tmp_path / "p.jsonl", 2),
+            show_progress=False,
+        )
     assert not (tmp_path / "o" / "traces.jsonl").exists()
 
 
 def test_calibrate_cli_help_documents_every_option():
-    out = subprocess.run([sys.executable, "-m", "relaygen_sgl.cli", "calibrate", "--help"],
-                         capture_output=True, text=True, check=True).stdout  # fmt: skip
-    for opt in ("--problems", "--traces", "--cues-file", "--large-url", "--small-url", "--large-model",
-                "--small-model", "--samples", "--seed", "--max-tokens", "--temperature", "--top-p", "--top-k",
-                "--segment-span", "--threads",
-                "--threshold", "--min-count", "--bootstrap", "--min-large-tokens", "--max-small-tokens",
-                "--out", "--device", "--dtype", "--max-total-tokens", "--large-sglang-args",
-                "--small-sglang-args", "--speculative", "--log-dir", "--startup-timeout"):  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-m", "relaygen_sgl.cli", "calibrate", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    for opt in (
+        "--problems",
+        "--traces",
+        "--cues-file",
+        "--large-url",
+        "--small-url",
+        "--large-model",
+        "--small-model",
+        "--samples",
+        "--seed",
+        "--max-tokens",
+        "--temperature",
+        "--top-p",
+        "--top-k",
+        "--segment-span",
+        "--threads",
+        "--threshold",
+        "--min-count",
+        "--bootstrap",
+        "--min-large-tokens",
+        "--max-small-tokens",
+        "--out",
+        "--device",
+        "--dtype",
+        "--max-total-tokens",
+        "--large-sglang-args",
+        "--small-sglang-args",
+        "--speculative",
+        "--log-dir",
+        "--startup-timeout",
+    ):
         assert opt in out

@@ -133,8 +133,10 @@ def test_bootstrap_ci_brackets_delta_with_varied_segments():
 def test_keep_significant_drops_a_cue_whose_ci_reaches_below_zero():
     # "So": segments of mean 0.9, 0.0 and 0.6 against 0.4 elsewhere: delta +0.1, but a resample
     # of its low segment alone is -0.4.  "Thus": every segment well above elsewhere.
-    noisy = ScoredTrace([0.9] * 3 + [0.0] * 3 + [0.6] * 3 + [0.4] * 6,
-                        [CueSegment("So", a, a + 3, a, a + 3) for a in (0, 3, 6)])  # fmt: skip
+    noisy = ScoredTrace(
+        [0.9] * 3 + [0.0] * 3 + [0.6] * 3 + [0.4] * 6,
+        [CueSegment("So", a, a + 3, a, a + 3) for a in (0, 3, 6)],
+    )
     steady = ScoredTrace([0.9] * 9 + [0.4] * 6, [CueSegment("Thus", a, a + 3, a, a + 3) for a in (0, 3, 6)])
     kw = {"min_count": 3, "n_boot": 400, "seed": 0}
     traces, cues = [noisy, steady], ["So", "Thus"]

@@ -44,8 +44,9 @@ def test_colour_only_on_a_terminal(monkeypatch):
 
 
 def stats(large: int, small: int, latency: float) -> dict:
-    return RelayStats(mode="relay", handoff="ids", large_tokens=large, small_tokens=small,
-                      latency_s=latency).summary()  # fmt: skip
+    return RelayStats(
+        mode="relay", handoff="ids", large_tokens=large, small_tokens=small, latency_s=latency
+    ).summary()
 
 
 def test_speed_line_from_both_passes():
@@ -64,11 +65,29 @@ def test_demo_on_tiny_pair(runtimes, tiny_profile, tmp_path, capsys):
     from relaygen_sgl.cli import main
 
     data = tmp_path / "sums.jsonl"
-    data.write_text("".join(json.dumps({"problem": f"What is {a} + {b}?", "answer": str(a + b)}) + "\n"
-                            for a, b in ((12, 30), (7, 8))))  # fmt: skip
-    argv = ["demo", "--large-url", runtimes.large.url, "--small-url", runtimes.small.url,
-            "--profile", str(tiny_profile.save(tmp_path / "tiny.json")), "--dataset", f"jsonl:{data}",
-            "--problems", "2", "--max-tokens", "40", "--color", "never"]  # fmt: skip
+    data.write_text(
+        "".join(
+            json.dumps({"problem": f"What is {a} + {b}?", "answer": str(a + b)}) + "\n"
+            for a, b in ((12, 30), (7, 8))
+        )
+    )
+    argv = [
+        "demo",
+        "--large-url",
+        runtimes.large.url,
+        "--small-url",
+        runtimes.small.url,
+        "--profile",
+        str(tiny_profile.save(tmp_path / "tiny.json")),
+        "--dataset",
+        f"jsonl:{data}",
+        "--problems",
+        "2",
+        "--max-tokens",
+        "40",
+        "--color",
+        "never",
+    ]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert out.count("--- output ---") == 2 and "[L]" in out and "(expected 42)" in out

@@ -78,7 +78,7 @@ def test_the_docs_have_python_blocks_and_every_skip_marker_is_on_one():
         marked = [n for n, x in enumerate(lines) if SKIP.match(x) or "test: skip" in x]
         for n in marked:
             assert SKIP.match(lines[n]), f"{path.name}:{n + 1}: write it <!-- test: skip (reason) -->"
-            following = next((x for x in lines[n + 1:] if x.strip()), "")
+            following = next((x for x in lines[n + 1 :] if x.strip()), "")
             assert following.strip() == "```python", f"{path.name}:{n + 1}: no python block follows"
 
 
@@ -102,6 +102,7 @@ def test_python_block_runs(block: Block, request: pytest.FixtureRequest, tmp_pat
     # This checkout's package, whatever the venv's editable install points at.
     path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
     env = {**os.environ, "PYTHONPATH": path}
-    run = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
-                         timeout=600)  # fmt: skip
+    run = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
     assert run.returncode == 0, f"{block.id} failed:\n{code}\n--- stderr ---\n{run.stderr[-4000:]}"

@@ -11,9 +11,17 @@ from evals.summary import bootstrap_ci, markdown, per_problem_accuracy, summariz
 
 
 def row(mode: str, pid: str, correct: bool, sample: int | None = 0, **kw: Any) -> dict[str, Any]:
-    r = {"mode": mode, "id": pid, "correct": correct, "latency_s": 2.0, "output_tokens": 100,
-         "large_tokens": 100 if mode == "large_only" else 40, "small_tokens": 0, "switches": 0,
-         **kw}  # fmt: skip
+    r = {
+        "mode": mode,
+        "id": pid,
+        "correct": correct,
+        "latency_s": 2.0,
+        "output_tokens": 100,
+        "large_tokens": 100 if mode == "large_only" else 40,
+        "small_tokens": 0,
+        "switches": 0,
+        **kw,
+    }
     if sample is not None:
         r["sample"] = sample
     return r
@@ -38,8 +46,9 @@ def test_bootstrap_ci_resamples_problems():
 def test_summary_carries_speed_truncation_and_throughput():
     rows = [row("large_only", p, True, latency_s=4.0) for p in "abc"]
     rows += [row("relay", p, p != "c", latency_s=2.0, truncated=p == "c") for p in "abc"]
-    tp = {"relay": {"wall_s": 10.0, "generations": 3, "output_tokens": 300, "concurrency": 4,
-                    "complete": True}}  # fmt: skip
+    tp = {
+        "relay": {"wall_s": 10.0, "generations": 3, "output_tokens": 300, "concurrency": 4, "complete": True}
+    }
     s = summarize(rows, ["large_only", "relay"], tp)
     base, relay = s["modes"]
     assert base["speedup_vs_large_only"] == 1.0 and relay["speedup_vs_large_only"] == 2.0
@@ -104,8 +113,14 @@ def test_mode_labels_name_operating_points():
     from evals.run_eval import variant
     from relaygen_sgl.profile import CueProfile, ProfileError
 
-    prof = CueProfile.from_dict({"large_model": "l", "small_model": "s", "cues": ["So"],
-                                 "ranking": [{"text": "So"}, {"text": "Wait,"}]})  # fmt: skip
+    prof = CueProfile.from_dict(
+        {
+            "large_model": "l",
+            "small_model": "s",
+            "cues": ["So"],
+            "ranking": [{"text": "So"}, {"text": "Wait,"}],
+        }
+    )
     assert variant("relay", prof) == ("relay", prof)
     mode, top = variant("random_switch@2", prof)
     assert mode == "random_switch" and top.cue_texts == ["So", "Wait,"]

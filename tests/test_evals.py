@@ -55,17 +55,29 @@ def test_offline_datasets_load():
 
 def _sums(tmp_path: Path) -> Path:
     data = tmp_path / "sums.jsonl"
-    data.write_text("".join(json.dumps({"problem": f"What is {a} + {b}?", "answer": str(a + b)}) + "\n"
-                            for a, b in ((12, 30), (7, 8), (21, 21))))  # fmt: skip
+    data.write_text(
+        "".join(
+            json.dumps({"problem": f"What is {a} + {b}?", "answer": str(a + b)}) + "\n"
+            for a, b in ((12, 30), (7, 8), (21, 21))
+        )
+    )
     return data
 
 
 def test_eval_pipeline_on_three_problems(runtimes, tiny_profile, tmp_path: Path):
     problems = load_dataset(f"jsonl:{_sums(tmp_path)}")
     out = tmp_path / "run"
-    kw = dict(large=runtimes.large.url, small=runtimes.small.url, profile=tiny_profile, out_dir=out,
-              modes=["large_only", "relay", "random_switch", "small_only"], max_tokens=150,
-              temperature=0.8, seed=1, show_progress=False)  # fmt: skip
+    kw = dict(
+        large=runtimes.large.url,
+        small=runtimes.small.url,
+        profile=tiny_profile,
+        out_dir=out,
+        modes=["large_only", "relay", "random_switch", "small_only"],
+        max_tokens=150,
+        temperature=0.8,
+        seed=1,
+        show_progress=False,
+    )
     summary = run_eval(problems, **kw)
     rows = {r["mode"]: r for r in summary["modes"]}
     assert set(rows) == {"large_only", "small_only", "relay", "random_switch"}
@@ -84,14 +96,21 @@ def test_eval_pipeline_on_three_problems(runtimes, tiny_profile, tmp_path: Path)
     assert again["modes"] == summary["modes"]
 
 
-def test_eval_keeps_going_when_a_runtime_is_down_and_a_rerun_fills_the_gaps(runtimes, tiny_profile,
-                                                                          tmp_path: Path):
+def test_eval_keeps_going_when_a_runtime_is_down_and_a_rerun_fills_the_gaps(
+    runtimes, tiny_profile, tmp_path: Path
+):
     with socket.socket() as s:  # a loopback port nobody listens on
         s.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{s.getsockname()[1]}"
     problems = load_dataset("jsonl:" + str(_sums(tmp_path)))
-    kw = dict(small=runtimes.small.url, profile=tiny_profile, out_dir=tmp_path / "run",
-              modes=["small_only", "large_only"], max_tokens=40, show_progress=False)  # fmt: skip
+    kw = dict(
+        small=runtimes.small.url,
+        profile=tiny_profile,
+        out_dir=tmp_path / "run",
+        modes=["small_only", "large_only"],
+        max_tokens=40,
+        show_progress=False,
+    )
     with pytest.raises(EvalIncomplete, match=r"(?s)3 problem\(s\) failed.*large_only/sums-1") as err:
         run_eval(problems, large=dead, **kw)
     assert "rerun the same command" in str(err.value)
@@ -111,17 +130,29 @@ def test_paper_protocol_and_throughput_on_three_problems(runtimes, tiny_profile,
     out = tmp_path / "paper"
     pair = RelayPair(runtimes.large.url, runtimes.small.url)
     # ignore_eos: every generation is 60 tokens, so four in flight overlap by construction.
-    kw = dict(large=pair, profile=tiny_profile, out_dir=out, modes=["large_only", "relay"], max_tokens=60,
-              protocol="paper", samples=2, throughput=True, concurrency=4, show_progress=False,
-              ignore_eos=True)  # fmt: skip
+    kw = dict(
+        large=pair,
+        profile=tiny_profile,
+        out_dir=out,
+        modes=["large_only", "relay"],
+        max_tokens=60,
+        protocol="paper",
+        samples=2,
+        throughput=True,
+        concurrency=4,
+        show_progress=False,
+        ignore_eos=True,
+    )
     summary = run_eval(problems, **kw)
     rows = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
     assert sorted((r["mode"], r["id"], r["sample"]) for r in rows) == sorted(
-        (m, p.id, k) for m in ("large_only", "relay") for p in problems for k in range(2))
+        (m, p.id, k) for m in ("large_only", "relay") for p in problems for k in range(2)
+    )
     index = {p.id: i for i, p in enumerate(problems)}
     assert all(r["seed"] == sample_seed(0, index[r["id"]], r["sample"]) for r in rows)  # mode-free
-    assert all(r["sampling"] == {"temperature": 0.6, "top_p": 0.95, "top_k": 20, "ignore_eos": True}
-               for r in rows)  # fmt: skip
+    assert all(
+        r["sampling"] == {"temperature": 0.6, "top_p": 0.95, "top_k": 20, "ignore_eos": True} for r in rows
+    )
     assert all(r["output_tokens"] == 60 for r in rows)
     assert all("truncated" in r and "thinking" in r and SUMMARY_FIELDS <= set(r) for r in rows)
     tp = json.loads((out / "throughput.json").read_text())
@@ -147,16 +178,36 @@ def test_greedy_protocol_regrades_old_results_files(runtimes, tiny_profile, tmp_
     """SERVER TEST: a results.jsonl from before samples and truncation flags (keys: mode + id) is
     resumed, its row regraded by the current rules and left as it was on disk."""
     problems = load_dataset(f"jsonl:{_sums(tmp_path)}")
-    old = {"mode": "relay", "id": "sums-1", "expected": "42", "latency_s": 1.0, "output_tokens": 5,
-           "large_tokens": 3, "small_tokens": 2, "switches": 1, "seed": 0, "finish_reason": "length",
-           "concurrency": 1, "output": "<think>\\boxed{42} and then", "predicted": "42",
-           "correct": True}  # fmt: skip
+    old = {
+        "mode": "relay",
+        "id": "sums-1",
+        "expected": "42",
+        "latency_s": 1.0,
+        "output_tokens": 5,
+        "large_tokens": 3,
+        "small_tokens": 2,
+        "switches": 1,
+        "seed": 0,
+        "finish_reason": "length",
+        "concurrency": 1,
+        "output": "<think>\\boxed{42} and then",
+        "predicted": "42",
+        "correct": True,
+    }
     out = tmp_path / "run"
     out.mkdir()
     (out / "results.jsonl").write_text(json.dumps(old) + "\n")
-    s = run_eval(problems, large=runtimes.large.url, small=runtimes.small.url, profile=tiny_profile,
-                 modes=["relay"], out_dir=out, max_tokens=40, throughput=True,
-                 show_progress=False)  # fmt: skip
+    s = run_eval(
+        problems,
+        large=runtimes.large.url,
+        small=runtimes.small.url,
+        profile=tiny_profile,
+        modes=["relay"],
+        out_dir=out,
+        max_tokens=40,
+        throughput=True,
+        show_progress=False,
+    )
     lines = (out / "results.jsonl").read_text().splitlines()
     assert lines[0] == json.dumps(old)  # left as it was
     new = [json.loads(x) for x in lines[1:]]

@@ -87,9 +87,12 @@ def test_multi_turn_program_relays_each_gen_with_its_stats(backend):
 def test_run_defaults_and_the_chat_templates_stop_strings_reach_the_relay(runtimes):
     # A ChatML template whose stop string is one the tiny models write in every answer.
     chatml = get_chat_template("chatml")
-    template = ChatTemplate(name="chatml-stop-at-equals", default_system_prompt=None,
-                            role_prefix_and_suffix=chatml.role_prefix_and_suffix,
-                            stop_str=("=",))  # fmt: skip
+    template = ChatTemplate(
+        name="chatml-stop-at-equals",
+        default_system_prompt=None,
+        role_prefix_and_suffix=chatml.role_prefix_and_suffix,
+        stop_str=("=",),
+    )
     b = RelayBackend(runtimes.large.url, runtimes.small.url, PROFILE, chat_template=template)
 
     @sgl.function
@@ -138,8 +141,9 @@ def test_text_handoff_and_text_outside_chat_turns(runtimes):
 
 def test_run_batch_with_a_progress_bar(backend, capfd):
     sgl.flush_cache(backend)  # both runtimes
-    states = two_turns.run_batch([{"question": q} for q in QUESTIONS], backend=backend, num_threads=3,
-                                 progress_bar=True, **RUN)  # fmt: skip
+    states = two_turns.run_batch(
+        [{"question": q} for q in QUESTIONS], backend=backend, num_threads=3, progress_bar=True, **RUN
+    )
     assert all(s.error() is None for s in states)
     assert all(relay_stats(s, "second")["mode"] == "relay" for s in states)
     assert "3/3" in capfd.readouterr().err
@@ -179,9 +183,12 @@ def test_single_model_sections_and_constrained_gens(runtimes):
     chatml = get_chat_template("chatml")
     # A large-model template that adds a default system turn; the small model's own (HF) template
     # has none, so the two prompts differ and the small one's can be checked token by token.
-    template = ChatTemplate(name="chatml-with-system", default_system_prompt="You are tiny.",
-                            role_prefix_and_suffix=chatml.role_prefix_and_suffix,
-                            stop_str=chatml.stop_str)  # fmt: skip
+    template = ChatTemplate(
+        name="chatml-with-system",
+        default_system_prompt="You are tiny.",
+        role_prefix_and_suffix=chatml.role_prefix_and_suffix,
+        stop_str=chatml.stop_str,
+    )
     b = RelayBackend(runtimes.large.url, runtimes.small.url, PROFILE, chat_template=template)
 
     @sgl.function

@@ -112,8 +112,9 @@ def test_completion_programs_and_raw_text_outside_turns():
 
 
 def test_sampling_is_the_interpreters_resolved_params():
-    sp = SglSamplingParams(max_new_tokens=77, temperature=0.6, top_p=0.9, top_k=20,
-                           stop=["\n\n", "<|im_end|>", "<|im_end|>"])  # fmt: skip
+    sp = SglSamplingParams(
+        max_new_tokens=77, temperature=0.6, top_p=0.9, top_k=20, stop=["\n\n", "<|im_end|>", "<|im_end|>"]
+    )
     config = relay_config(native_body(sp, "x"), mode="relay", answer_model="small", default_max_tokens=128)
     assert config.max_tokens == 77 and config.stop == ("\n\n", "<|im_end|>")
     assert config.sampling["temperature"] == 0.6 and config.sampling["top_k"] == 20

@@ -62,13 +62,14 @@ def test_cuda_command_keeps_sglang_defaults_and_no_cpu_flags(model: Path):
 def test_user_args_are_passed_verbatim_and_last(model: Path):
     args = ["--tp", "2", "--context-length", "40960", "--dtype", "float16"]
     cmd = SGLangRuntime(model, device="cpu", port=1, sglang_args=args).command()
-    assert cmd[-len(args):] == args  # after ours, so argparse's last value (theirs) wins
+    assert cmd[-len(args) :] == args  # after ours, so argparse's last value (theirs) wins
     assert gpu_ids(args) == {0, 1}
 
 
 def test_tp_pairs_on_separate_gpus_get_no_memory_split(model: Path):
-    pair = RuntimePair(model, model, device="cuda", large_args=["--tp", "2"],
-                       small_args=["--base-gpu-id", "2"])  # fmt: skip
+    pair = RuntimePair(
+        model, model, device="cuda", large_args=["--tp", "2"], small_args=["--base-gpu-id", "2"]
+    )
     assert not pair.shared_gpu
     for pool in (pair.large, pair.small):
         assert "--mem-fraction-static" not in pool.workers[0].command()
@@ -97,8 +98,9 @@ def test_replica_pools_on_one_gpu_get_the_pairs_memory_split(model: Path):
 
 
 def test_speculative_maps_to_sglang_flags_on_the_large_runtime_only(model: Path):
-    spec = Speculative("eagle3", "RedHatAI/Qwen3-32B-speculator.eagle3", num_steps=3, eagle_topk=1,
-                       num_draft_tokens=4)  # fmt: skip
+    spec = Speculative(
+        "eagle3", "RedHatAI/Qwen3-32B-speculator.eagle3", num_steps=3, eagle_topk=1, num_draft_tokens=4
+    )
     pair = RuntimePair(model, model, device="cuda", speculative=spec)
     cmd = pair.large.workers[0].command()
     assert _flag(cmd, "--speculative-algorithm") == "EAGLE3"
@@ -108,8 +110,12 @@ def test_speculative_maps_to_sglang_flags_on_the_large_runtime_only(model: Path)
     assert _flag(cmd, "--speculative-num-draft-tokens") == "4"
     assert "--speculative-algorithm" not in pair.small.workers[0].command()
     standalone = Speculative("standalone", str(model)).args()
-    assert standalone == ["--speculative-algorithm", "STANDALONE",
-                          "--speculative-draft-model-path", str(model)]  # fmt: skip
+    assert standalone == [
+        "--speculative-algorithm",
+        "STANDALONE",
+        "--speculative-draft-model-path",
+        str(model),
+    ]
 
 
 def test_bad_speculative_settings_fail_before_start(model: Path, tmp_path: Path):
@@ -118,8 +124,9 @@ def test_bad_speculative_settings_fail_before_start(model: Path, tmp_path: Path)
     with pytest.raises(LaunchError, match="'large'.*needs --speculative-draft"):
         RuntimePair(model, model, device="cpu", speculative=Speculative("eagle3")).start()
     with pytest.raises(LaunchError, match="neither a local folder"):
-        RuntimePair(model, model, device="cpu",
-                    speculative=Speculative("standalone", str(tmp_path / "missing"))).start()  # fmt: skip
+        RuntimePair(
+            model, model, device="cpu", speculative=Speculative("standalone", str(tmp_path / "missing"))
+        ).start()
 
 
 @pytest.mark.skipif(cuda_available(), reason="this machine has a GPU")
@@ -138,10 +145,23 @@ def test_cli_flags_reach_the_pair(model: Path):
 
     p = argparse.ArgumentParser()
     add_pair_args(p)
-    args = p.parse_args(["--device", "cuda", "--large-model", str(model), "--small-model", str(model),
-                         "--large-sglang-args", "--tp 2 --mem-fraction-static 0.7",
-                         "--small-sglang-args=--context-length 8192",
-                         "--speculative", "standalone", "--speculative-draft", str(model)])  # fmt: skip
+    args = p.parse_args(
+        [
+            "--device",
+            "cuda",
+            "--large-model",
+            str(model),
+            "--small-model",
+            str(model),
+            "--large-sglang-args",
+            "--tp 2 --mem-fraction-static 0.7",
+            "--small-sglang-args=--context-length 8192",
+            "--speculative",
+            "standalone",
+            "--speculative-draft",
+            str(model),
+        ]
+    )
     pair = pair_from_args(args)
     large, small = pair.large.workers[0].command(), pair.small.workers[0].command()
     assert _flag(large, "--tp") == "2" and _flag(large, "--mem-fraction-static") == "0.7"
@@ -151,10 +171,19 @@ def test_cli_flags_reach_the_pair(model: Path):
 
 
 def test_serve_runtimes_help_documents_the_launch_flags():
-    out = subprocess.run([sys.executable, "-m", "relaygen_sgl.cli", "serve-runtimes", "--help"],
-                         capture_output=True, text=True, check=True).stdout  # fmt: skip
-    for flag in ("--device", "--large-sglang-args", "--small-sglang-args", "--speculative",
-                 "--speculative-draft"):  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-m", "relaygen_sgl.cli", "serve-runtimes", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    for flag in (
+        "--device",
+        "--large-sglang-args",
+        "--small-sglang-args",
+        "--speculative",
+        "--speculative-draft",
+    ):
         assert flag in out
 
 
@@ -162,10 +191,27 @@ def test_calibrate_starts_one_runtime_from_the_shared_flags(model: Path):
     from relaygen_sgl.cli import build_parser
     from relaygen_sgl.pair_args import runtime_from_args
 
-    args = build_parser().parse_args(["calibrate", "--traces", "t.jsonl", "--small-model", str(model),
-                                      "--out", "o", "--device", "cuda", "--dtype", "float16",
-                                      "--small-sglang-args", "--context-length 4096",
-                                      "--speculative", "standalone", "--speculative-draft", str(model)])
+    args = build_parser().parse_args(
+        [
+            "calibrate",
+            "--traces",
+            "t.jsonl",
+            "--small-model",
+            str(model),
+            "--out",
+            "o",
+            "--device",
+            "cuda",
+            "--dtype",
+            "float16",
+            "--small-sglang-args",
+            "--context-length 4096",
+            "--speculative",
+            "standalone",
+            "--speculative-draft",
+            str(model),
+        ]
+    )
     small = runtime_from_args(args, "small").command()
     assert _flag(small, "--context-length") == "4096" and _flag(small, "--dtype") == "float16"
     assert "--speculative-algorithm" not in small  # speculation is the large runtime's

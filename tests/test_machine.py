@@ -693,8 +693,12 @@ def test_the_eos_id_a_runtime_lists_is_not_kept_nor_handed_on() -> None:
     call = m.next_call()
     assert call is not None
     eos_id = 151643
-    res = dataclasses.replace(turn_result(call, eos("hmm")), output_ids=[*CODEC.encode("hmm"), eos_id],
-                              completion_tokens=4, matched=eos_id)  # fmt: skip
+    res = dataclasses.replace(
+        turn_result(call, eos("hmm")),
+        output_ids=[*CODEC.encode("hmm"), eos_id],
+        completion_tokens=4,
+        matched=eos_id,
+    )
     m.complete(call, res)
     answer = m.next_call()
     assert answer is not None and answer.kind == "answer"

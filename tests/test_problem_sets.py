@@ -29,11 +29,16 @@ ROWS = [
     {"qid": "s3", "Problem": "What is 21 + 21?", "expected_answer": None, "level": 2},
 ]
 GPQA = [
-    {"Record ID": f"rec{i}", "Question": f"Which gas is number {i}?", "Correct Answer": f"right {i}",
-     "Incorrect Answer 1": f"wrong {i}a", "Incorrect Answer 2": f"wrong {i}b",
-     "Incorrect Answer 3": f"wrong {i}c"}
+    {
+        "Record ID": f"rec{i}",
+        "Question": f"Which gas is number {i}?",
+        "Correct Answer": f"right {i}",
+        "Incorrect Answer 1": f"wrong {i}a",
+        "Incorrect Answer 2": f"wrong {i}b",
+        "Incorrect Answer 3": f"wrong {i}c",
+    }
     for i in range(6)
-]  # fmt: skip
+]
 
 
 @pytest.fixture(autouse=True)
@@ -50,8 +55,13 @@ def write_sets(d: Path, rows: list[dict] = ROWS) -> dict[str, Path]:
     """The same rows as parquet, CSV, JSON, JSON Lines and a save_to_disk folder."""
     d.mkdir(parents=True, exist_ok=True)
     ds = datasets.Dataset.from_list(rows)
-    paths = {"parquet": d / "set.parquet", "csv": d / "set.csv", "json": d / "set.json",
-             "jsonl": d / "set.jsonl", "disk": d / "saved"}  # fmt: skip
+    paths = {
+        "parquet": d / "set.parquet",
+        "csv": d / "set.csv",
+        "json": d / "set.json",
+        "jsonl": d / "set.jsonl",
+        "disk": d / "saved",
+    }
     ds.to_parquet(paths["parquet"])
     ds.to_csv(paths["csv"], index=False)
     paths["json"].write_text(json.dumps(rows))
@@ -60,8 +70,9 @@ def write_sets(d: Path, rows: list[dict] = ROWS) -> dict[str, Path]:
     return paths
 
 
-def hub_cache(cache: Path, repo: str, splits: dict[str, list[dict] | datasets.Dataset],
-              config: str = "default") -> None:  # fmt: skip
+def hub_cache(
+    cache: Path, repo: str, splits: dict[str, list[dict] | datasets.Dataset], config: str = "default"
+) -> None:
     """What `datasets.load_dataset(repo)` leaves in its cache after a download, built from rows here
     (the hub is not reachable): <namespace>___<name>/<config>/<version>/<hash>."""
     from datasets.packaged_modules.parquet.parquet import Parquet
@@ -72,8 +83,13 @@ def hub_cache(cache: Path, repo: str, splits: dict[str, list[dict] | datasets.Da
         ds = rows if isinstance(rows, datasets.Dataset) else datasets.Dataset.from_list(rows)
         ds.to_parquet(files[split])
     work = cache.parent / "hub-build"
-    builder = Parquet(cache_dir=str(work), dataset_name=repo.split("/")[1], config_name=config,
-                      data_files=files, hash="0123abcd")  # fmt: skip
+    builder = Parquet(
+        cache_dir=str(work),
+        dataset_name=repo.split("/")[1],
+        config_name=config,
+        data_files=files,
+        hash="0123abcd",
+    )
     builder.download_and_prepare()
     namespace, name = repo.split("/")
     dest = cache / f"{namespace}___{name.lower()}" / config / "0.0.0"
@@ -95,21 +111,34 @@ def test_bundled_sets_keep_their_problems():
         assert (s[0].answer, s[-1].answer) == (first, last)
     champ = load_dataset("champ")
     assert len(champ) == 136 and (champ[0].id, champ[-1].id, champ[-1].answer) == (
-        "P_Combinatorics_1", "P_Sequence_42", "601")  # fmt: skip
+        "P_Combinatorics_1",
+        "P_Sequence_42",
+        "601",
+    )
     aime = load_dataset("aime25", limit=1)[0]
-    assert aime.messages() == [{"role": "user", "content": aime.problem + "\nPlease reason step by step, "
-                                "and put your final answer within \\boxed{}."}]  # fmt: skip
+    assert aime.messages() == [
+        {
+            "role": "user",
+            "content": aime.problem + "\nPlease reason step by step, "
+            "and put your final answer within \\boxed{}.",
+        }
+    ]
 
 
 def test_jsonl_files_keep_their_ids_and_answers(tmp_path: Path):
     """jsonl:PATH as before: ids from "id" or the file's stem and line number, answers as text."""
     f = tmp_path / "sums.jsonl"
-    f.write_text('{"problem": "What is 12 + 30?", "answer": 42}\n\n'
-                 '{"problem": "What is 7 + 8?", "answer": "15", "id": "own"}\n'
-                 '{"problem": "What is 1 + 1?", "answer": 2.5}\n')  # fmt: skip
+    f.write_text(
+        '{"problem": "What is 12 + 30?", "answer": 42}\n\n'
+        '{"problem": "What is 7 + 8?", "answer": "15", "id": "own"}\n'
+        '{"problem": "What is 1 + 1?", "answer": 2.5}\n'
+    )
     got = [(p.id, p.problem, p.answer) for p in load_dataset(f"jsonl:{f}")]
-    assert got == [("sums-1", "What is 12 + 30?", "42"), ("own", "What is 7 + 8?", "15"),
-                   ("sums-4", "What is 1 + 1?", "2.5")]  # fmt: skip
+    assert got == [
+        ("sums-1", "What is 12 + 30?", "42"),
+        ("own", "What is 7 + 8?", "15"),
+        ("sums-4", "What is 1 + 1?", "2.5"),
+    ]
 
 
 # ---- every format, one loader -----------------------------------------------------------------
@@ -138,12 +167,16 @@ def test_csv_cells_stay_as_written(tmp_path: Path):
     f = tmp_path / "a.csv"
     f.write_text('question,answer,id\n"Is 0.50 a half, then?",0.50,007\nWhat is 1+1?,2,8\n')
     assert [(p.id, p.problem, p.answer) for p in load_dataset(str(f))] == [
-        ("007", "Is 0.50 a half, then?", "0.50"), ("8", "What is 1+1?", "2")]  # fmt: skip
+        ("007", "Is 0.50 a half, then?", "0.50"),
+        ("8", "What is 1+1?", "2"),
+    ]
 
 
 def test_named_fields_and_solution_answers(tmp_path: Path):
-    rows = [{"prompt": "What is 2 + 2?", "solution": "2 + 2 = \\boxed{4}.", "gold": "four"},
-            {"prompt": "What is 3 + 3?", "solution": "It is 6.", "gold": "six"}]  # fmt: skip
+    rows = [
+        {"prompt": "What is 2 + 2?", "solution": "2 + 2 = \\boxed{4}.", "gold": "four"},
+        {"prompt": "What is 3 + 3?", "solution": "It is 6.", "gold": "six"},
+    ]
     paths = write_sets(tmp_path, rows)
     with pytest.raises(DatasetError, match=r"no question field .*the set has: prompt, solution, gold"):
         load_dataset(str(paths["parquet"]))
@@ -197,14 +230,18 @@ def test_gpqa_style_sets_are_multiple_choice_graded_on_the_letter(tmp_path: Path
 
 
 def test_a_list_of_options_with_an_index_or_a_letter(tmp_path: Path):
-    rows = [{"question": "2 + 2?", "choices": ["3", "4", "5"], "answer": 1},
-            {"question": "3 + 3?", "choices": ["6", "7"], "answer": 0}]  # fmt: skip
+    rows = [
+        {"question": "2 + 2?", "choices": ["3", "4", "5"], "answer": 1},
+        {"question": "3 + 3?", "choices": ["6", "7"], "answer": 0},
+    ]
     got = load_dataset(str(write_sets(tmp_path, rows)["parquet"]))
     assert [(p.choices, p.answer) for p in got] == [(("3", "4", "5"), "B"), (("6", "7"), "A")]
     f = tmp_path / "mixed.jsonl"  # a letter, the option's text, and one that is neither
-    f.write_text('{"question": "2 + 2?", "options": ["3", "4"], "answer": "B"}\n'
-                 '{"question": "3 + 3?", "options": ["6", "7"], "answer": "6"}\n'
-                 '{"question": "4 + 4?", "options": ["8", "9"], "answer": "10"}\n')  # fmt: skip
+    f.write_text(
+        '{"question": "2 + 2?", "options": ["3", "4"], "answer": "B"}\n'
+        '{"question": "3 + 3?", "options": ["6", "7"], "answer": "6"}\n'
+        '{"question": "4 + 4?", "options": ["8", "9"], "answer": "10"}\n'
+    )
     assert [p.answer for p in load_dataset(f"jsonl:{f}")] == ["B", "A", None]
 
 
@@ -212,8 +249,14 @@ def test_a_list_of_options_with_an_index_or_a_letter(tmp_path: Path):
 
 
 def test_a_hub_set_loads_from_the_local_cache_when_the_hub_is_unreachable(datasets_cache: Path):
-    rows = [{"problem": "What is 1 + 1?", "solution": "\\boxed{2}", "answer": "2",
-             "unique_id": "test/algebra/1.json"}]  # fmt: skip
+    rows = [
+        {
+            "problem": "What is 1 + 1?",
+            "solution": "\\boxed{2}",
+            "answer": "2",
+            "unique_id": "test/algebra/1.json",
+        }
+    ]
     hub_cache(datasets_cache, "HuggingFaceH4/MATH-500", {"test": rows})
     (p,) = load_dataset("math500")
     assert (p.id, p.problem, p.answer) == ("test/algebra/1.json", "What is 1 + 1?", "2")
@@ -235,8 +278,14 @@ def test_presets_say_plainly_that_the_hub_is_out_of_reach_and_how_to_get_the_set
 
 
 def _cli(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=cwd, timeout=300,
-                          env={**os.environ, "PYTHONPATH": str(ROOT), **env})  # fmt: skip
+    return subprocess.run(
+        [sys.executable, *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+    )
 
 
 def test_offline_mode_reads_the_cache_and_the_clis_fail_in_one_line(tmp_path: Path):
@@ -247,12 +296,45 @@ def test_offline_mode_reads_the_cache_and_the_clis_fail_in_one_line(tmp_path: Pa
     r = _cli(["-c", code], env, tmp_path)
     assert r.returncode == 0 and "Problem(id='0', problem='What is 3 + 4?', answer='7'" in r.stdout
     dead = f"http://127.0.0.1:{free_port()}"
-    for argv in (["-m", "evals.run_eval", "--dataset", "math500", "--out", "runs/x", "--large-url", dead,
-                  "--small-url", dead],
-                 ["-m", "evals.bench_latency", "--dataset", "hf:nobody/nothing", "--out", "runs/x",
-                  "--large-url", dead, "--small-url", dead],
-                 ["-m", "relaygen_sgl.cli", "calibrate", "--problems", "gpqa-diamond", "--out", "runs/x",
-                  "--large-url", dead, "--small-url", dead]):  # fmt: skip
+    for argv in (
+        [
+            "-m",
+            "evals.run_eval",
+            "--dataset",
+            "math500",
+            "--out",
+            "runs/x",
+            "--large-url",
+            dead,
+            "--small-url",
+            dead,
+        ],
+        [
+            "-m",
+            "evals.bench_latency",
+            "--dataset",
+            "hf:nobody/nothing",
+            "--out",
+            "runs/x",
+            "--large-url",
+            dead,
+            "--small-url",
+            dead,
+        ],
+        [
+            "-m",
+            "relaygen_sgl.cli",
+            "calibrate",
+            "--problems",
+            "gpqa-diamond",
+            "--out",
+            "runs/x",
+            "--large-url",
+            dead,
+            "--small-url",
+            dead,
+        ],
+    ):
         r = _cli(argv, env, tmp_path)
         assert r.returncode == 2, r.stderr
         (line,) = r.stderr.strip().splitlines()
@@ -271,8 +353,9 @@ def test_bad_input_is_one_clear_line(tmp_path: Path, datasets_cache: Path):
     no_question = tmp_path / "noq.jsonl"
     no_question.write_text('{"problem": "ok", "answer": "1"}\n{"question": "no", "answer": "2"}\n')
     two = tmp_path / "two"
-    datasets.DatasetDict({s: datasets.Dataset.from_list([{"problem": "x", "answer": "1"}])
-                          for s in ("train", "validation")}).save_to_disk(str(two))  # fmt: skip
+    datasets.DatasetDict(
+        {s: datasets.Dataset.from_list([{"problem": "x", "answer": "1"}]) for s in ("train", "validation")}
+    ).save_to_disk(str(two))
     cases = {
         "mmlu": "unknown dataset 'mmlu': choose gsm8k, ",
         str(tmp_path / "missing.parquet"): "missing.parquet: file not found",
@@ -282,10 +365,10 @@ def test_bad_input_is_one_clear_line(tmp_path: Path, datasets_cache: Path):
         "hf:someone/else": "hf:someone/else: not available: the hub .* is not reachable from here",
         f"jsonl:{bad_line}": r"bad.jsonl:2: not valid JSON",
         f"jsonl:{no_question}": r"noq.jsonl:2: no question in field 'problem' \(the set has: problem, "
-                                r"answer, question\)",
+        r"answer, question\)",
         str(two): r"two: it has several splits \(train, validation\); pick one with --split",
         "hf:": "hf: needs a set name",
-    }  # fmt: skip
+    }
     for spec, msg in cases.items():
         with pytest.raises(DatasetError, match=msg) as err:
             load_dataset(spec)

@@ -17,9 +17,17 @@ from evals.run_eval import run_eval
 def test_run_eval_on_every_format(kind: str, runtimes, tiny_profile, tmp_path: Path):
     problems = load_dataset(f"{kind}:{write_sets(tmp_path / 'data')[kind]}")
     out = tmp_path / "run"
-    summary = run_eval(problems, large=runtimes.large.url, small=runtimes.small.url, profile=tiny_profile,
-                       modes=["large_only", "relay"], out_dir=out, max_tokens=24, show_progress=False,
-                       dataset=kind)  # fmt: skip
+    summary = run_eval(
+        problems,
+        large=runtimes.large.url,
+        small=runtimes.small.url,
+        profile=tiny_profile,
+        modes=["large_only", "relay"],
+        out_dir=out,
+        max_tokens=24,
+        show_progress=False,
+        dataset=kind,
+    )
     rows = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
     prefix = "saved" if kind == "disk" else "set"
     assert sorted((r["mode"], r["id"]) for r in rows) == sorted(
@@ -40,8 +48,16 @@ def test_run_eval_on_every_format(kind: str, runtimes, tiny_profile, tmp_path: P
 def test_run_eval_on_a_multiple_choice_set(runtimes, tiny_profile, tmp_path: Path):
     problems = load_dataset(str(write_sets(tmp_path / "data", GPQA[:3])["parquet"]))
     out = tmp_path / "run"
-    run_eval(problems, large=runtimes.large.url, small=runtimes.small.url, profile=tiny_profile,
-             modes=["small_only"], out_dir=out, max_tokens=24, show_progress=False)  # fmt: skip
+    run_eval(
+        problems,
+        large=runtimes.large.url,
+        small=runtimes.small.url,
+        profile=tiny_profile,
+        modes=["small_only"],
+        out_dir=out,
+        max_tokens=24,
+        show_progress=False,
+    )
     rows = {r["id"]: r for r in map(json.loads, (out / "results.jsonl").read_text().splitlines())}
     assert set(rows) == {"rec0", "rec1", "rec2"}
     for p in problems:
@@ -58,11 +74,31 @@ def test_calibrate_cli_on_a_saved_dataset(runtimes, tmp_path: Path, capsys):
     cues = tmp_path / "cues.txt"
     cues.write_text("So\nTherefore,\nThus\nNow,\nWait,\nLet me\n")
     out = tmp_path / "calib"
-    argv = ["calibrate", "--problems", f"disk:{saved}", "--question-field", "Problem",
-            "--cues-file", str(cues), "--large-url", runtimes.large.url, "--small-url", runtimes.small.url,
-            "--samples", "1",
-            "--max-tokens", "48", "--min-count", "1", "--bootstrap", "20", "--threads", "2",
-            "--out", str(out)]  # fmt: skip
+    argv = [
+        "calibrate",
+        "--problems",
+        f"disk:{saved}",
+        "--question-field",
+        "Problem",
+        "--cues-file",
+        str(cues),
+        "--large-url",
+        runtimes.large.url,
+        "--small-url",
+        runtimes.small.url,
+        "--samples",
+        "1",
+        "--max-tokens",
+        "48",
+        "--min-count",
+        "1",
+        "--bootstrap",
+        "20",
+        "--threads",
+        "2",
+        "--out",
+        str(out),
+    ]
     assert main(argv) == 0
     traces = [json.loads(x) for x in (out / "traces.jsonl").read_text().splitlines()]
     assert sorted(t["problem"] for t in traces) == sorted(r["Problem"] for r in ROWS)

@@ -76,20 +76,72 @@ def test_bundled_profiles_load():
 
 # The reference's lists (jiwonsong-dev/RelayGen utils/utils.py: QWEN3_SWITCH_CUES, R1_SWITCH_CUES), in
 # its order; its "So " (a stop string with a trailing space) is our word-boundary cue "So".
-PAPER_QWEN3 = ["Oh,", "another,", "Thus", "Now", "Alternatively", "alternatively,", "Thus,", "Therefore",
-               "similarly", "similarly,", "now", "Again", "specifically,", "Again,", "Similarly,", "Now,",
-               "Specifically,", "Hence", "Similarly", "Other", "now,", "hence", "Specifically", "So",
-               "Therefore,", "Wait,", "Also", "So,"]  # fmt: skip
-PAPER_R1 = ["Wait", "Thus", "thus", "similarly", "Again,", "Now", "Therefore", "hence", "Hence,", "Now,",
-            "Thus,", "Oh,", "Similarly,", "Any", "Therefore,", "Alternatively,", "now,", "So,", "now",
-            "verify", "Specifically,", "Alternatively", "Ah,", "wait", "So"]  # fmt: skip
+PAPER_QWEN3 = [
+    "Oh,",
+    "another,",
+    "Thus",
+    "Now",
+    "Alternatively",
+    "alternatively,",
+    "Thus,",
+    "Therefore",
+    "similarly",
+    "similarly,",
+    "now",
+    "Again",
+    "specifically,",
+    "Again,",
+    "Similarly,",
+    "Now,",
+    "Specifically,",
+    "Hence",
+    "Similarly",
+    "Other",
+    "now,",
+    "hence",
+    "Specifically",
+    "So",
+    "Therefore,",
+    "Wait,",
+    "Also",
+    "So,",
+]
+PAPER_R1 = [
+    "Wait",
+    "Thus",
+    "thus",
+    "similarly",
+    "Again,",
+    "Now",
+    "Therefore",
+    "hence",
+    "Hence,",
+    "Now,",
+    "Thus,",
+    "Oh,",
+    "Similarly,",
+    "Any",
+    "Therefore,",
+    "Alternatively,",
+    "now,",
+    "So,",
+    "now",
+    "verify",
+    "Specifically,",
+    "Alternatively",
+    "Ah,",
+    "wait",
+    "So",
+]
 
 
 @pytest.mark.parametrize(
     "name,cues,count",
-    [("paper-qwen3-32b__qwen3-1.7b", PAPER_QWEN3, 28),
-     ("paper-deepseek-r1-distill-qwen-32b__1.5b", PAPER_R1, 25)],
-)  # fmt: skip
+    [
+        ("paper-qwen3-32b__qwen3-1.7b", PAPER_QWEN3, 28),
+        ("paper-deepseek-r1-distill-qwen-32b__1.5b", PAPER_R1, 25),
+    ],
+)
 def test_paper_profiles_ship_the_reference_lists(name: str, cues: list[str], count: int):
     prof = CueProfile.load(name)
     assert len(cues) == len(set(cues)) == count
@@ -110,9 +162,13 @@ def test_paper_profiles_ship_the_reference_lists(name: str, cues: list[str], cou
 RANKED = {
     **GOOD,
     "cues": [{"text": "So", "delta": 0.3}, {"text": "Therefore,", "delta": 0.2}],
-    "ranking": [{"text": "So", "delta": 0.3}, {"text": "Therefore,", "delta": 0.2},
-                {"text": "Wait,", "delta": -0.1}, {"text": "Now,", "delta": -0.2}],
-}  # fmt: skip
+    "ranking": [
+        {"text": "So", "delta": 0.3},
+        {"text": "Therefore,", "delta": 0.2},
+        {"text": "Wait,", "delta": -0.1},
+        {"text": "Now,", "delta": -0.2},
+    ],
+}
 
 
 def test_top_cues_turns_the_dial_both_ways(tmp_path: Path):
@@ -142,8 +198,9 @@ def test_ranking_must_start_with_the_kept_cues():
 
 
 def test_a_profile_names_both_sides_of_a_pair_mismatch():
-    prof = CueProfile.from_dict({**GOOD, "large_model": "qwen2.5-coder-1.5b",
-                                 "small_model": "qwen2.5-coder-0.5b"})  # fmt: skip
+    prof = CueProfile.from_dict(
+        {**GOOD, "large_model": "qwen2.5-coder-1.5b", "small_model": "qwen2.5-coder-0.5b"}
+    )
     assert prof.pair_mismatch("/m/qwen2.5-coder-1.5b-instruct", "/m/Qwen2.5-Coder-0.5B-Instruct/") is None
     warning = prof.pair_mismatch("/models/qwen2.5-coder-1.5b-instruct", "/models/smollm2-135m-instruct")
     assert warning is not None and "small runtime serves '/models/smollm2-135m-instruct'" in warning

@@ -19,8 +19,14 @@ TINY_PROFILE = tiny_profile(min_large_tokens=5, max_small_tokens=24)
 
 def _run(runtimes, seed: int, *, profile=TINY_PROFILE, handoff="auto", messages=QUESTION, **config):
     config = {"sampling": {"temperature": 0.8, "sampling_seed": seed}, "max_tokens": 200, **config}
-    return relay_generate(messages=messages, large=runtimes.large, small=runtimes.small,
-                          config=RelayConfig(**config), profile=profile, handoff=handoff)
+    return relay_generate(
+        messages=messages,
+        large=runtimes.large,
+        small=runtimes.small,
+        config=RelayConfig(**config),
+        profile=profile,
+        handoff=handoff,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +113,9 @@ def test_after_think_end_the_answer_model_answers(runtimes, forcing, answer_mode
     r = _run(runtimes, 0, sampling=forcing.think_end_after(4), max_tokens=9, answer_model=answer_model)
     f = forcing.filler_text
     assert [(s.role, s.kind, s.num_tokens) for s in r.segments] == [
-        ("large", "reasoning", 5), (answer_model, "answer", 4)], r.text  # fmt: skip
+        ("large", "reasoning", 5),
+        (answer_model, "answer", 4),
+    ], r.text
     assert r.text == f * 4 + THINK_END + f * 4
     assert r.answer == f * 4 and r.stats.finish_reason == "length"
     assert [(c.role, c.kind) for c in r.stats.calls] == [("large", "reasoning"), (answer_model, "answer")]
@@ -140,19 +148,28 @@ def test_bad_arguments_are_clear(runtimes):
         _run(runtimes, 0, profile=None)
 
 
-@pytest.mark.parametrize("mode,answerer",
-                         [("relay", "small"), ("large_only", "large"), ("small_only", "small")])  # fmt: skip
+@pytest.mark.parametrize(
+    "mode,answerer", [("relay", "small"), ("large_only", "large"), ("small_only", "small")]
+)
 def test_eos_inside_the_reasoning_closes_it_and_the_answer_model_answers(runtimes, forcing, mode, answerer):
     """The reference's rule, in every mode: a thinking model that stops (EOS) before </think> gets
     its reasoning closed and the answer model answers.  The prompt opens the think block, and
     every call writes 4 tokens, then EOS (forced)."""
-    r = relay_generate(THINKING_PROMPT, large=runtimes.large, small=runtimes.small, profile=TINY_PROFILE,
-                       config=RelayConfig(mode=mode, sampling=forcing.eos_after(4), max_tokens=40))
+    r = relay_generate(
+        THINKING_PROMPT,
+        large=runtimes.large,
+        small=runtimes.small,
+        profile=TINY_PROFILE,
+        config=RelayConfig(mode=mode, sampling=forcing.eos_after(4), max_tokens=40),
+    )
     reasoner = "small" if mode == "small_only" else "large"
     f = forcing.filler_text
     assert r.thinking
     assert [(s.role, s.kind) for s in r.segments] == [
-        (reasoner, "reasoning"), (reasoner, "close"), (answerer, "answer")], r.text  # fmt: skip
+        (reasoner, "reasoning"),
+        (reasoner, "close"),
+        (answerer, "answer"),
+    ], r.text
     close = r.segments[1]
     assert close.text == CLOSE_THINK and close.num_tokens == 0  # the relay's text, not a model's
     assert r.text == f * 4 + CLOSE_THINK + f * 4 and r.answer == f * 4
@@ -161,7 +178,8 @@ def test_eos_inside_the_reasoning_closes_it_and_the_answer_model_answers(runtime
 
 
 def test_a_runtime_dying_mid_request_is_a_clear_error_and_its_successor_is_not_served_stale(
-        runtimes, tiny_pair, tmp_path: Path):  # fmt: skip
+    runtimes, tiny_pair, tmp_path: Path
+):
     """One spare runtime's life (one start fewer than a test each): it serves; it is stopped under a
     streaming request, which fails with a RelayError naming it, its whole process group gone; a
     runtime with another model on its port is then served as that model (no tokenizer or handoff
@@ -171,8 +189,9 @@ def test_a_runtime_dying_mid_request_is_a_clear_error_and_its_successor_is_not_s
     port, pid = victim.port, victim.pid
     pair = RelayPair(runtimes.large, victim)
     try:
-        before = relay_generate(messages=QUESTION, large=pair, profile=TINY_PROFILE,
-                                config=RelayConfig(max_tokens=60))
+        before = relay_generate(
+            messages=QUESTION, large=pair, profile=TINY_PROFILE, config=RelayConfig(max_tokens=60)
+        )
         assert Path(pair.small.model_info["model_path"]) == tiny_pair.small
         streamed = []
 
@@ -183,16 +202,22 @@ def test_a_runtime_dying_mid_request_is_a_clear_error_and_its_successor_is_not_s
             streamed.append(delta)
 
         with pytest.raises(RelayError, match="small runtime failed") as err:
-            relay_generate(messages=QUESTION, large=pair, on_delta=stop_at_first_delta, config=RelayConfig(
-                mode="small_only", sampling={"ignore_eos": True}, max_tokens=1800))
+            relay_generate(
+                messages=QUESTION,
+                large=pair,
+                on_delta=stop_at_first_delta,
+                config=RelayConfig(mode="small_only", sampling={"ignore_eos": True}, max_tokens=1800),
+            )
         assert streamed and "not answering" in str(err.value)
         assert not process_group_alive(pid), "stop() must take the whole process group down"
         with pytest.raises(RelayError):
             relay_generate(messages=QUESTION, large=pair, config=RelayConfig(mode="small_only", max_tokens=8))
-        victim = SGLangRuntime(tiny_pair.large, name="victim", port=port, log_dir=tmp_path / "b",
-                               max_total_tokens=2048).start()  # fmt: skip
-        after = relay_generate(messages=QUESTION, large=pair, profile=TINY_PROFILE,
-                               config=RelayConfig(max_tokens=60))
+        victim = SGLangRuntime(
+            tiny_pair.large, name="victim", port=port, log_dir=tmp_path / "b", max_total_tokens=2048
+        ).start()
+        after = relay_generate(
+            messages=QUESTION, large=pair, profile=TINY_PROFILE, config=RelayConfig(max_tokens=60)
+        )
         assert Path(pair.small.model_info["model_path"]) == tiny_pair.large
         assert pair.small.model_generation == 1
         assert before.stats.output_tokens and after.stats.output_tokens

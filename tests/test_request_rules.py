@@ -16,21 +16,43 @@ from relaygen_sgl.serving.protocol import ChatCompletionRequest, CompletionReque
 
 BASE = {"max_tokens": 64, "temperature": 0.7, "top_p": 0.9, "top_k": 20, "stop": ["\n\n", "Q:"]}
 USER = [{"role": "user", "content": "What is 12 + 30?"}]
-IMAGE = [{"role": "user", "content": [{"type": "text", "text": "What is this?"},
-                                      {"type": "image_url", "image_url": {"url": "data:,"}}]}]  # fmt: skip
+IMAGE = [
+    {
+        "role": "user",
+        "content": [
+            {"type": "text", "text": "What is this?"},
+            {"type": "image_url", "image_url": {"url": "data:,"}},
+        ],
+    }
+]
 
 # (case, expected reason, OpenAI extras, native sampling extras, native request extras, frontend extras)
 CASES: list[tuple[str, str | None, dict[str, Any], dict[str, Any], dict[str, Any], dict[str, Any]]] = [
     ("plain", None, {}, {}, {}, {}),
     ("regex", "constrained decoding", {"regex": r"\d+"}, {"regex": r"\d+"}, {}, {"regex": r"\d+"}),
-    ("json", "constrained decoding",
-     {"response_format": {"type": "json_schema",
-                          "json_schema": {"name": "n", "schema": {"type": "integer"}}}},
-     {"json_schema": '{"type": "integer"}'}, {}, {"json_schema": '{"type": "integer"}'}),
+    (
+        "json",
+        "constrained decoding",
+        {
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {"name": "n", "schema": {"type": "integer"}},
+            }
+        },
+        {"json_schema": '{"type": "integer"}'},
+        {},
+        {"json_schema": '{"type": "integer"}'},
+    ),
     ("logprobs", "logprobs", {"logprobs": True}, {}, {"return_logprob": True}, {"return_logprob": True}),
     ("stop_regex", "stop_regex", {"stop_regex": ["x+"]}, {"stop_regex": ["x+"]}, {}, {"stop_regex": ["x+"]}),
-    ("stop ids", "stop_token_ids", {"stop_token_ids": [7]}, {"stop_token_ids": [7]}, {},
-     {"stop_token_ids": [7]}),
+    (
+        "stop ids",
+        "stop_token_ids",
+        {"stop_token_ids": [7]},
+        {"stop_token_ids": [7]},
+        {},
+        {"stop_token_ids": [7]},
+    ),
     ("min tokens", "min_new_tokens", {"min_tokens": 5}, {"min_new_tokens": 5}, {}, {"min_new_tokens": 5}),
     ("images", "images", {"messages": IMAGE}, {}, {"image_data": "data:,"}, {"images": True}),
 ]
@@ -49,8 +71,10 @@ def _openai_completion(extra: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _native(sampling: dict[str, Any], request: dict[str, Any]) -> dict[str, Any]:
-    sp = {"max_new_tokens": BASE["max_tokens"],
-          **{k: BASE[k] for k in ("temperature", "top_p", "top_k", "stop")}}
+    sp = {
+        "max_new_tokens": BASE["max_tokens"],
+        **{k: BASE[k] for k in ("temperature", "top_p", "top_k", "stop")},
+    }
     body = {"text": "Q: 12 + 30?", "sampling_params": {**sp, **sampling}, **request}
     return GenerateRequest.model_validate(body).model_dump(exclude_unset=True)
 
@@ -58,14 +82,19 @@ def _native(sampling: dict[str, Any], request: dict[str, Any]) -> dict[str, Any]
 def _frontend(extra: dict[str, Any]) -> dict[str, Any]:
     extra = dict(extra)
     images = extra.pop("images", False)
-    params = {"max_new_tokens": BASE["max_tokens"], **{k: BASE[k] for k in ("temperature", "top_p", "top_k")},
-              "stop": BASE["stop"], **extra}
+    params = {
+        "max_new_tokens": BASE["max_tokens"],
+        **{k: BASE[k] for k in ("temperature", "top_p", "top_k")},
+        "stop": BASE["stop"],
+        **extra,
+    }
     sp = SglSamplingParams(**params)
     return native_body(sp, "Q: 12 + 30?", images)
 
 
-@pytest.mark.parametrize(("case", "reason", "openai", "native", "request_extra", "frontend"), CASES,
-                         ids=[c[0] for c in CASES])  # fmt: skip
+@pytest.mark.parametrize(
+    ("case", "reason", "openai", "native", "request_extra", "frontend"), CASES, ids=[c[0] for c in CASES]
+)
 def test_every_entry_point_decides_alike(case, reason, openai, native, request_extra, frontend) -> None:
     views = {
         "chat": _openai_chat(openai),
@@ -76,12 +105,15 @@ def test_every_entry_point_decides_alike(case, reason, openai, native, request_e
     views = {k: v for k, v in views.items() if v is not None}
     assert {k: direct_reason(v) for k, v in views.items()} == dict.fromkeys(views, reason)
     if reason is None:
-        configs = {k: relay_config(v, mode="relay", answer_model="small", default_max_tokens=1)
-                   for k, v in views.items()}  # fmt: skip
+        configs = {
+            k: relay_config(v, mode="relay", answer_model="small", default_max_tokens=1)
+            for k, v in views.items()
+        }
         for config in configs.values():
             assert config.max_tokens == BASE["max_tokens"] and config.stop == tuple(BASE["stop"])
-            assert {k: config.sampling[k] for k in ("temperature", "top_p", "top_k")} == \
-                {k: BASE[k] for k in ("temperature", "top_p", "top_k")}  # fmt: skip
+            assert {k: config.sampling[k] for k in ("temperature", "top_p", "top_k")} == {
+                k: BASE[k] for k in ("temperature", "top_p", "top_k")
+            }
 
 
 def test_native_only_shapes_follow_the_same_rule() -> None:
@@ -99,8 +131,12 @@ def test_native_only_shapes_follow_the_same_rule() -> None:
 
 def test_openai_choices_get_their_own_seeds_and_the_stop_strings_are_normalised() -> None:
     req = ChatCompletionRequest.model_validate({"messages": USER, "seed": 5, "n": 3, "stop": "Q:"})
-    seeds = [relay_config(req.native_view(i), mode="relay", answer_model="small",
-                          default_max_tokens=9).sampling["sampling_seed"] for i in range(3)]  # fmt: skip
+    seeds = [
+        relay_config(req.native_view(i), mode="relay", answer_model="small", default_max_tokens=9).sampling[
+            "sampling_seed"
+        ]
+        for i in range(3)
+    ]
     assert seeds == [5, 6, 7]
     assert stop_strings(["a", "", "a", "b"]) == ("a", "b") and stop_strings(None) == ()
 

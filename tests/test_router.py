@@ -99,20 +99,43 @@ def _children(pid: int) -> list[int]:
     return out
 
 
-def test_cli_serve_with_replicas_relays_through_routers_and_stops_everything(tiny_pair, forcing,
-                                                                             tmp_path: Path):  # fmt: skip
+def test_cli_serve_with_replicas_relays_through_routers_and_stops_everything(
+    tiny_pair, forcing, tmp_path: Path
+):
     """`relaygen serve --large-replicas 2`: 3 workers + 1 router, /health per worker, relays switch,
     SIGTERM stops every process group it started."""
     profile = forcing.cue_profile(min_large_tokens=5, max_small_tokens=24).save(tmp_path / "profile.json")
     port = free_port()
     log = open(tmp_path / "serve.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
-        [sys.executable, "-m", "relaygen_sgl.cli", "serve", "--large-model", str(tiny_pair.large),
-         "--small-model", str(tiny_pair.small), "--large-replicas", "2", "--max-total-tokens", "8192",
-         "--log-dir", str(tmp_path / "logs"), "--startup-timeout", str(STARTUP_S),
-         "--profile", str(profile), "--port", str(port), "--default-max-tokens", "200"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "relaygen_sgl.cli",
+            "serve",
+            "--large-model",
+            str(tiny_pair.large),
+            "--small-model",
+            str(tiny_pair.small),
+            "--large-replicas",
+            "2",
+            "--max-total-tokens",
+            "8192",
+            "--log-dir",
+            str(tmp_path / "logs"),
+            "--startup-timeout",
+            str(STARTUP_S),
+            "--profile",
+            str(profile),
+            "--port",
+            str(port),
+            "--default-max-tokens",
+            "200",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     started: list[int] = []
     try:
@@ -135,10 +158,17 @@ def test_cli_serve_with_replicas_relays_through_routers_and_stops_everything(tin
         started = _children(proc.pid)
         assert len(started) == 4, started  # two large workers, their router, one small worker
         # Every large turn ends at the cue (forced): the cue regexes reached the workers.
-        r = requests.post(f"{url}/v1/chat/completions", timeout=600, json={
-            "model": "relaygen", "messages": QUESTION, "n": 2, "max_tokens": CUE_TOKENS,
-            **forcing.cue_every_token(),
-        })  # fmt: skip
+        r = requests.post(
+            f"{url}/v1/chat/completions",
+            timeout=600,
+            json={
+                "model": "relaygen",
+                "messages": QUESTION,
+                "n": 2,
+                "max_tokens": CUE_TOKENS,
+                **forcing.cue_every_token(),
+            },
+        )
         assert r.status_code == 200, r.text
         stats = r.json()["relaygen"]
         assert [s["switches"] for s in stats] == [2, 2], stats
@@ -157,11 +187,27 @@ def test_cli_serve_with_replicas_relays_through_routers_and_stops_everything(tin
 def test_cli_serve_runtimes_with_replicas_prints_every_pid_and_leaves_no_orphans(tiny_pair, tmp_path: Path):
     """SIGKILL: no cleanup code runs in the CLI at all; the router and workers die with it."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "relaygen_sgl.cli", "serve-runtimes", "--large", str(tiny_pair.large),
-         "--small", str(tiny_pair.small), "--large-replicas", "2", "--max-total-tokens", "2048",
-         "--log-dir", str(tmp_path), "--startup-timeout", str(STARTUP_S)],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "relaygen_sgl.cli",
+            "serve-runtimes",
+            "--large",
+            str(tiny_pair.large),
+            "--small",
+            str(tiny_pair.small),
+            "--large-replicas",
+            "2",
+            "--max-total-tokens",
+            "2048",
+            "--log-dir",
+            str(tmp_path),
+            "--startup-timeout",
+            str(STARTUP_S),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         info = json.loads(proc.stdout.readline())
         large, small = info["large"], info["small"]
@@ -187,10 +233,22 @@ def test_cli_serve_runtimes_with_replicas_prints_every_pid_and_leaves_no_orphans
 @pytest.fixture(scope="module")
 def pools(tiny_pair, tmp_path_factory: pytest.TempPathFactory):
     logs = tmp_path_factory.mktemp("pool-logs")
-    large = RuntimePool(tiny_pair.large, replicas=2, name="large", log_dir=logs,
-                        max_total_tokens=8192, startup_timeout=STARTUP_S)  # fmt: skip
-    small = RuntimePool(tiny_pair.small, replicas=1, name="small", log_dir=logs,
-                        max_total_tokens=8192, startup_timeout=STARTUP_S)  # fmt: skip
+    large = RuntimePool(
+        tiny_pair.large,
+        replicas=2,
+        name="large",
+        log_dir=logs,
+        max_total_tokens=8192,
+        startup_timeout=STARTUP_S,
+    )
+    small = RuntimePool(
+        tiny_pair.small,
+        replicas=1,
+        name="small",
+        log_dir=logs,
+        max_total_tokens=8192,
+        startup_timeout=STARTUP_S,
+    )
     start_pools(large, small)
     try:
         yield large, small
@@ -212,8 +270,9 @@ def cue(forcing):
 def relay_server(pools, cue, tmp_path_factory: pytest.TempPathFactory):
     """`relaygen serve` in front of the large pool's router and the small runtime, with the cue profile."""
     large, small = pools
-    proc, url = start_relay_server(tmp_path_factory.mktemp("relay-server"), large.url, small.url, "pooled",
-                                   profile=cue[0])  # fmt: skip
+    proc, url = start_relay_server(
+        tmp_path_factory.mktemp("relay-server"), large.url, small.url, "pooled", profile=cue[0]
+    )
     try:
         yield url
     finally:
@@ -289,8 +348,13 @@ def test_router_drops_stop_regex_but_keeps_ids_rid_and_no_stop_trim(pools):
     tok = RuntimeClient.of(large.worker_urls[0]).tokenizer
     ids = tok.encode("Count: 1 2 3 4", add_special_tokens=False)
     # stop_regex matches any character: a worker stops at the first token.
-    params = {"max_new_tokens": 16, "temperature": 0, "ignore_eos": True, "no_stop_trim": True,
-              "stop_regex": [r"[\s\S]"]}  # fmt: skip
+    params = {
+        "max_new_tokens": 16,
+        "temperature": 0,
+        "ignore_eos": True,
+        "no_stop_trim": True,
+        "stop_regex": [r"[\s\S]"],
+    }
     direct = _generate(large.worker_urls[0], {"input_ids": ids, "sampling_params": params})
     rid = f"probe-{uuid.uuid4().hex}"
     routed = _generate(large.url, {"input_ids": ids, "rid": rid, "sampling_params": params})
@@ -311,10 +375,21 @@ def test_relay_pinned_to_one_replica_per_request_switches_and_reuses_cache(pools
     for seed in range(4):
         key = f"relay-{seed}"
         homes.append(_home(large, key))
-        results.append(relay_generate(messages=QUESTION, large=homes[-1], small=small.url, profile=profile,
-                                      config=_config(sampling, CUE_TOKENS)))  # fmt: skip
-    results += [relay_generate(messages=QUESTION, large=large, small=small, profile=profile,
-                               config=_config(sampling, CUE_TOKENS)) for _ in range(2)]  # fmt: skip
+        results.append(
+            relay_generate(
+                messages=QUESTION,
+                large=homes[-1],
+                small=small.url,
+                profile=profile,
+                config=_config(sampling, CUE_TOKENS),
+            )
+        )
+    results += [
+        relay_generate(
+            messages=QUESTION, large=large, small=small, profile=profile, config=_config(sampling, CUE_TOKENS)
+        )
+        for _ in range(2)
+    ]
     _assert_switches_reuse_cache(results)
     assert homes == [_home(large, f"relay-{s}") for s in range(4)]  # stable
 
@@ -335,8 +410,9 @@ def test_relay_through_the_router_url_switches_and_reuses_cache(pools, cue):
         homes = _keys_homed(pair, 2, "relay-url")
 
         async def one(key: str):
-            m = await prepare(pair, _config(sampling, CUE_TOKENS), messages=QUESTION, profile=profile,
-                              request_id=key)  # fmt: skip
+            m = await prepare(
+                pair, _config(sampling, CUE_TOKENS), messages=QUESTION, profile=profile, request_id=key
+            )
             return await run(m, pair)
 
         try:
@@ -349,12 +425,22 @@ def test_relay_through_the_router_url_switches_and_reuses_cache(pools, cue):
     for home, ks in homes.items():
         assert all(pair.client_for("large", k).url == home for k in ks)
     # The sync face and a fresh pair per call (relay_generate with the router URL) alike.
-    results += [relay_generate(messages=QUESTION, large=large.url, small=small.url, profile=profile,
-                               config=_config(sampling, CUE_TOKENS)) for _ in range(2)]  # fmt: skip
+    results += [
+        relay_generate(
+            messages=QUESTION,
+            large=large.url,
+            small=small.url,
+            profile=profile,
+            config=_config(sampling, CUE_TOKENS),
+        )
+        for _ in range(2)
+    ]
     _assert_switches_reuse_cache(results)
     switches = sum(r.stats.switches for r in results)
-    print(f"\nrelay through the router URL: {len(results)} requests, {switches} switches, "
-          f"{sum(len(_reuse(r.stats.calls)) for r in results)} repeat calls all >= 90% cached")
+    print(
+        f"\nrelay through the router URL: {len(results)} requests, {switches} switches, "
+        f"{sum(len(_reuse(r.stats.calls)) for r in results)} repeat calls all >= 90% cached"
+    )
 
 
 def test_cancelled_relay_aborts_its_call_on_its_own_replica(pools):
@@ -400,9 +486,17 @@ def test_relay_server_fronts_the_router_and_reports_each_worker(pools, relay_ser
     assert set(body["large"]["workers"]) == set(large.worker_urls)
     assert all(w["healthy"] for w in body["large"]["workers"].values())
     assert body["small"]["router"] is None and list(body["small"]["workers"]) == [small.url]
-    r = requests.post(f"{relay_server}/v1/chat/completions", timeout=600, json={
-        "model": "relaygen", "messages": QUESTION, "n": 2, "max_tokens": CUE_TOKENS, **cue[1],
-    })  # fmt: skip
+    r = requests.post(
+        f"{relay_server}/v1/chat/completions",
+        timeout=600,
+        json={
+            "model": "relaygen",
+            "messages": QUESTION,
+            "n": 2,
+            "max_tokens": CUE_TOKENS,
+            **cue[1],
+        },
+    )
     assert r.status_code == 200, r.text
     assert [s["switches"] for s in r.json()["relaygen"]] == [2, 2]
 
@@ -415,8 +509,11 @@ def _interleaved_turns(url: str, tok, with_key: bool, requests_n: int = 3, turns
     ctx, prev, ratios = {}, {}, []
     filler = tok.encode(" Then we go on.", add_special_tokens=False)  # stands in for a small-model turn
     for r in range(requests_n):
-        prompt = tok.apply_chat_template([{"role": "user", "content": f"What is {10 + r} + {30 + 7 * r}?"}],
-                                         tokenize=False, add_generation_prompt=True)  # fmt: skip
+        prompt = tok.apply_chat_template(
+            [{"role": "user", "content": f"What is {10 + r} + {30 + 7 * r}?"}],
+            tokenize=False,
+            add_generation_prompt=True,
+        )
         ctx[r] = tok.encode(prompt, add_special_tokens=False)
     key = {r: uuid.uuid4().hex for r in range(requests_n)}
     for t in range(turns):
@@ -437,8 +534,14 @@ def test_turns_through_the_router_land_where_their_prefix_is(pools, tmp_path: Pa
     _on_every_worker(large, "/flush_cache")
     cache_aware = _interleaved_turns(large.url, tok, with_key=False)
     # A second router over the same workers, with the policy that honours the routing key.
-    with RuntimePool(None, worker_urls=large.worker_urls, policy="manual", name="large-manual",
-                     log_dir=tmp_path, router_args=("--assignment-mode", "min_load")) as manual:  # fmt: skip
+    with RuntimePool(
+        None,
+        worker_urls=large.worker_urls,
+        policy="manual",
+        name="large-manual",
+        log_dir=tmp_path,
+        router_args=("--assignment-mode", "min_load"),
+    ) as manual:
         _on_every_worker(large, "/flush_cache")
         keyed = _interleaved_turns(manual.url, tok, with_key=True)
         _on_every_worker(large, "/flush_cache")
@@ -447,8 +550,10 @@ def test_turns_through_the_router_land_where_their_prefix_is(pools, tmp_path: Pa
     def mean(xs: list[float]) -> str:
         return f"{sum(xs) / len(xs):.3f} (min {min(xs):.3f}, n={len(xs)})"
 
-    print(f"\nprefix reuse through the router: cache_aware {mean(cache_aware)}; "
-          f"manual + routing key {mean(keyed)}; manual without key {mean(unkeyed)}")  # fmt: skip
+    print(
+        f"\nprefix reuse through the router: cache_aware {mean(cache_aware)}; "
+        f"manual + routing key {mean(keyed)}; manual without key {mean(unkeyed)}"
+    )
     assert min(cache_aware) >= 0.9, cache_aware
     assert min(keyed) >= 0.9, keyed
 
@@ -457,10 +562,15 @@ def _long_request(url: str, rid: str, into: dict, max_new: int = 1800) -> thread
     def run() -> None:
         t0 = time.monotonic()
         try:
-            resp = requests.post(f"{url}/generate", timeout=600, json={
-                "text": "Count: 1 2 3", "rid": rid,
-                "sampling_params": {"max_new_tokens": max_new, "ignore_eos": True},
-            })  # fmt: skip
+            resp = requests.post(
+                f"{url}/generate",
+                timeout=600,
+                json={
+                    "text": "Count: 1 2 3",
+                    "rid": rid,
+                    "sampling_params": {"max_new_tokens": max_new, "ignore_eos": True},
+                },
+            )
             into["status"] = resp.status_code
             into["json"] = resp.json() if resp.status_code == 200 else resp.text
         except requests.RequestException as e:
@@ -520,15 +630,35 @@ def _eval(tmp_path: Path, pools) -> subprocess.Popen:
     large, small = pools
     problems = tmp_path / "problems.jsonl"
     if not problems.exists():
-        rows = [{"id": f"p{i}", "problem": f"What is {i} + {2 * i}?", "answer": str(3 * i)}
-                for i in range(EVAL_N)]  # fmt: skip
+        rows = [
+            {"id": f"p{i}", "problem": f"What is {i} + {2 * i}?", "answer": str(3 * i)} for i in range(EVAL_N)
+        ]
         problems.write_text("".join(json.dumps(r) + "\n" for r in rows))
         tiny_profile().save(tmp_path / "profile.json")
-    cmd = [sys.executable, "-m", "evals.run_eval", "--dataset", f"jsonl:{problems}", "--limit", "0",
-           "--modes", "relay", "--max-tokens", str(EVAL_TOKENS), "--ignore-eos", "--concurrency", "4",
-           "--large-url", large.url,
-           "--small-url", small.url, "--profile", str(tmp_path / "profile.json"),
-           "--out", str(tmp_path / "eval")]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "evals.run_eval",
+        "--dataset",
+        f"jsonl:{problems}",
+        "--limit",
+        "0",
+        "--modes",
+        "relay",
+        "--max-tokens",
+        str(EVAL_TOKENS),
+        "--ignore-eos",
+        "--concurrency",
+        "4",
+        "--large-url",
+        large.url,
+        "--small-url",
+        small.url,
+        "--profile",
+        str(tmp_path / "profile.json"),
+        "--out",
+        str(tmp_path / "eval"),
+    ]
     log = open(tmp_path / "eval.log", "ab")  # noqa: SIM115 - the child owns it
     try:
         return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
@@ -536,8 +666,9 @@ def _eval(tmp_path: Path, pools) -> subprocess.Popen:
         log.close()
 
 
-def test_killed_replica_fails_its_in_flight_request_clearly_and_the_others_go_on(pools, relay_server, forcing,
-                                                                                 tmp_path: Path):  # fmt: skip
+def test_killed_replica_fails_its_in_flight_request_clearly_and_the_others_go_on(
+    pools, relay_server, forcing, tmp_path: Path
+):
     """We chose to fail the in-flight request (with a RelayError naming the runtime and the replica)
     rather than retry it elsewhere: its output may have been streamed already.  New requests
     go to the live replica; only the dead replica's requests move; an eval's rerun fills its gap."""
@@ -589,22 +720,40 @@ def test_killed_replica_fails_its_in_flight_request_clearly_and_the_others_go_on
     sevens = forcing.repeat(forcing.filler)
     cfg = RelayConfig(max_tokens=40, sampling=sevens)
     again = pair.run(pair.prepare(cfg, messages=QUESTION, profile=TINY_PROFILE, request_id=key))
-    pooled = relay_generate(messages=QUESTION, large=large, small=small, profile=TINY_PROFILE,
-                            config=_config(sevens, 40))  # fmt: skip
+    pooled = relay_generate(
+        messages=QUESTION, large=large, small=small, profile=TINY_PROFILE, config=_config(sevens, 40)
+    )
     deadline = time.monotonic() + 60
     while any(w.get("is_healthy") for w in router_workers(large.url) or [] if w.get("url") == victim):
         assert time.monotonic() < deadline, "the router never noticed the dead replica"
         time.sleep(0.5)
-    fresh = [relay_generate(messages=QUESTION, large=large.url, small=small.url, profile=TINY_PROFILE,
-                            config=_config(sevens, 40)) for _ in range(3)]  # fmt: skip
+    fresh = [
+        relay_generate(
+            messages=QUESTION,
+            large=large.url,
+            small=small.url,
+            profile=TINY_PROFILE,
+            config=_config(sevens, 40),
+        )
+        for _ in range(3)
+    ]
     assert [r.text for r in [again, pooled, *fresh]] == [forcing.filler_text * 40] * 5
     # The relay server: /health says which replica is gone and still serves (one large worker left).
     h = requests.get(f"{relay_server}/health", timeout=60)
     assert h.status_code == 200, h.text
     assert h.json()["large"]["healthy_workers"] == 1 and not h.json()["large"]["workers"][victim]["healthy"]
-    r = requests.post(f"{relay_server}/v1/chat/completions", timeout=600, json={
-        "model": "relaygen", "messages": QUESTION, "n": 4, "temperature": 0.8, "seed": 11, "max_tokens": 120,
-    })  # fmt: skip
+    r = requests.post(
+        f"{relay_server}/v1/chat/completions",
+        timeout=600,
+        json={
+            "model": "relaygen",
+            "messages": QUESTION,
+            "n": 4,
+            "temperature": 0.8,
+            "seed": 11,
+            "max_tokens": 120,
+        },
+    )
     assert r.status_code == 200, r.text
     # The eval that ran through the kill: what failed is missing, and the same command fills it in.
     first = ev.wait(timeout=900)
@@ -614,8 +763,10 @@ def test_killed_replica_fails_its_in_flight_request_clearly_and_the_others_go_on
     assert _eval(tmp_path, pools).wait(timeout=900) == 0, (tmp_path / "eval.log").read_text()[-3000:]
     rows = [json.loads(line) for line in (tmp_path / "eval" / "results.jsonl").read_text().splitlines()]
     assert sorted(r["id"] for r in rows) == sorted(f"p{i}" for i in range(EVAL_N))
-    print(f"eval through the kill: exit {first}, {len(rows_before)} of {EVAL_N} saved; "
-          f"the rerun completed all {EVAL_N}")
+    print(
+        f"eval through the kill: exit {first}, {len(rows_before)} of {EVAL_N} saved; "
+        f"the rerun completed all {EVAL_N}"
+    )
     h = _health(large)
     assert h["ok"] and h["healthy_workers"] == 1 and not h["workers"][victim]["healthy"]
 
@@ -627,12 +778,19 @@ def test_no_live_worker_is_a_fast_error_and_a_503_not_a_hang(pools, relay_server
             _kill(large, url)
     t0 = time.monotonic()
     with pytest.raises(RelayError, match="runtime 'large'") as err:
-        relay_generate(messages=QUESTION, large=large.url, small=small.url,
-                       config=RelayConfig(mode="large_only", max_tokens=20))
+        relay_generate(
+            messages=QUESTION,
+            large=large.url,
+            small=small.url,
+            config=RelayConfig(mode="large_only", max_tokens=20),
+        )
     assert time.monotonic() - t0 < 15, err.value
     t0 = time.monotonic()
-    r = requests.post(f"{relay_server}/v1/chat/completions", timeout=60,
-                      json={"model": "relaygen", "messages": QUESTION, "max_tokens": 20})  # fmt: skip
+    r = requests.post(
+        f"{relay_server}/v1/chat/completions",
+        timeout=60,
+        json={"model": "relaygen", "messages": QUESTION, "max_tokens": 20},
+    )
     assert r.status_code == 503 and time.monotonic() - t0 < 15, (r.status_code, r.text)
     h = requests.get(f"{relay_server}/health", timeout=60)
     assert h.status_code == 503 and h.json()["status"] == "degraded"

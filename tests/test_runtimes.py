@@ -45,8 +45,12 @@ def test_stop_regex_stops_generation(runtimes, forcing):
     # Every token is the filler (forced), so the regex matches at the third.
     out = client.generate(
         text=PROMPT + "<think>\n",
-        sampling_params={**forcing.repeat(forcing.filler), "max_new_tokens": 200, "stop_regex": [r"7{3}"],
-                         "no_stop_trim": True},  # fmt: skip
+        sampling_params={
+            **forcing.repeat(forcing.filler),
+            "max_new_tokens": 200,
+            "stop_regex": [r"7{3}"],
+            "no_stop_trim": True,
+        },
     )
     assert out.finish_type == "stop"
     assert out.matched == r"7{3}"
@@ -91,11 +95,23 @@ def test_server_dying_during_start_shows_log_tail(tmp_path: Path):
 @pytest.mark.parametrize("sig", [signal.SIGTERM])
 def test_cli_serve_runtimes_leaves_no_orphans(tiny_pair, tmp_path: Path, sig: signal.Signals):
     proc = subprocess.Popen(
-        [sys.executable, "-m", "relaygen_sgl.cli", "serve-runtimes",
-         "--large", str(tiny_pair.large), "--small", str(tiny_pair.small),
-         "--max-total-tokens", "2048", "--log-dir", str(tmp_path)],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "relaygen_sgl.cli",
+            "serve-runtimes",
+            "--large",
+            str(tiny_pair.large),
+            "--small",
+            str(tiny_pair.small),
+            "--max-total-tokens",
+            "2048",
+            "--log-dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         line = proc.stdout.readline()
         info = json.loads(line)

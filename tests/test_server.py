@@ -31,8 +31,14 @@ def test_models_and_health(client, server):
 
 
 def test_chat_completion_with_relay_stats(client):
-    r = client.chat.completions.create(model="relaygen", messages=QUESTION, max_tokens=100,
-                                       temperature=0.8, seed=3, extra_body={"ignore_eos": True})  # fmt: skip
+    r = client.chat.completions.create(
+        model="relaygen",
+        messages=QUESTION,
+        max_tokens=100,
+        temperature=0.8,
+        seed=3,
+        extra_body={"ignore_eos": True},
+    )
     stats = r.model_extra["relaygen"]
     assert stats["mode"] == "relay" and stats["output_tokens"] == r.usage.completion_tokens
     assert stats["large_tokens"] + stats["small_tokens"] == r.usage.completion_tokens
@@ -60,12 +66,22 @@ def test_chat_streaming_matches_non_streaming(client):
 
 def test_completions_streaming_and_not(client):
     prompt = "<|im_start|>user\nWhat is 7 + 8?<|im_end|>\n<|im_start|>assistant\n"
-    full = client.completions.create(model="relaygen-large-only", prompt=prompt, max_tokens=60,
-                                     temperature=0, extra_body={"ignore_eos": True})  # fmt: skip
+    full = client.completions.create(
+        model="relaygen-large-only",
+        prompt=prompt,
+        max_tokens=60,
+        temperature=0,
+        extra_body={"ignore_eos": True},
+    )
     assert full.model_extra["relaygen"]["mode"] == "large_only"
-    chunks = client.completions.create(model="relaygen-large-only", prompt=prompt, max_tokens=60,
-                                       temperature=0, stream=True,
-                                       extra_body={"ignore_eos": True})  # fmt: skip
+    chunks = client.completions.create(
+        model="relaygen-large-only",
+        prompt=prompt,
+        max_tokens=60,
+        temperature=0,
+        stream=True,
+        extra_body={"ignore_eos": True},
+    )
     streamed = "".join(c.choices[0].text for c in chunks if c.choices)
     assert streamed == full.choices[0].text and streamed
 
@@ -75,9 +91,14 @@ def test_concurrent_requests_are_served_concurrently(client):
 
     def one(seed: int) -> float:
         t = time.perf_counter()
-        client.chat.completions.create(model="relaygen-large-only", messages=QUESTION, max_tokens=150,
-                                       temperature=0.8, seed=seed,
-                                       extra_body={"ignore_eos": True})  # fmt: skip
+        client.chat.completions.create(
+            model="relaygen-large-only",
+            messages=QUESTION,
+            max_tokens=150,
+            temperature=0.8,
+            seed=seed,
+            extra_body={"ignore_eos": True},
+        )
         return time.perf_counter() - t
 
     solo = one(100)
@@ -96,17 +117,21 @@ def test_concurrent_requests_are_served_concurrently(client):
         ({"model": "relaygen", "messages": QUESTION, "max_tokens": 0}, 400, "max_tokens"),
         ({"model": "relaygen", "messages": QUESTION, "max_tokens": -5}, 400, "max_tokens"),
         ({"model": "relaygen", "messages": []}, 400, "messages"),
-        ({"model": "relaygen", "messages": [{"role": "user", "content": "x " * 3000}]}, 400,
-         "context_length_exceeded"),
+        (
+            {"model": "relaygen", "messages": [{"role": "user", "content": "x " * 3000}]},
+            400,
+            "context_length_exceeded",
+        ),
         ({"model": "relaygen", "messages": QUESTION, "temperature": "hot"}, 400, "temperature"),
         ({"model": "relaygen", "messages": QUESTION, "logit_bias": {"seven": 1}}, 400, "logit_bias"),
         ({"model": "relaygen", "messages": QUESTION, "logit_bias": {"7": 101}}, 400, "logit_bias"),
     ],
-)  # fmt: skip
+)
 def test_bad_requests_get_openai_style_errors(server, body, status, code_or_param):
     data = body if isinstance(body, str) else json.dumps(body)
-    r = requests.post(f"{server}/v1/chat/completions", data=data, timeout=30,
-                      headers={"Content-Type": "application/json"})  # fmt: skip
+    r = requests.post(
+        f"{server}/v1/chat/completions", data=data, timeout=30, headers={"Content-Type": "application/json"}
+    )
     assert r.status_code == status
     err = r.json()["error"]
     assert err["message"] and err["type"]

@@ -58,8 +58,9 @@ def test_streaming_is_per_token_and_tagged_with_the_model(client, forcing):
     deltas = []
     # Every large turn ends at the forcing cue (the server's profile has it), so both models write.
     bias = {"logit_bias": forcing.cue_every_token()["logit_bias"]}
-    for chunk in client.chat.completions.create(model="relaygen", messages=QUESTION, max_tokens=60,
-                                                temperature=0, stream=True, extra_body=bias):  # fmt: skip
+    for chunk in client.chat.completions.create(
+        model="relaygen", messages=QUESTION, max_tokens=60, temperature=0, stream=True, extra_body=bias
+    ):
         d = chunk.choices[0].delta if chunk.choices else None
         if d is not None and (d.content or (d.model_extra or {}).get("reasoning_content")):
             deltas.append(d)
@@ -73,25 +74,41 @@ def test_streaming_is_per_token_and_tagged_with_the_model(client, forcing):
 
 
 def test_stop_strings_cut_the_relayed_output(client):
-    kw = dict(model="relaygen", prompt=PROMPT, max_tokens=120, temperature=0, seed=2,
-              extra_body={"ignore_eos": True})  # fmt: skip
+    kw = dict(
+        model="relaygen",
+        prompt=PROMPT,
+        max_tokens=120,
+        temperature=0,
+        seed=2,
+        extra_body={"ignore_eos": True},
+    )
     text = client.completions.create(**kw).choices[0].text
     stop = text[len(text) // 2 :][:3]  # a piece of the output: 120 tokens (no EOS) are plenty
     assert len(stop) == 3, text
     r = client.completions.create(**kw, stop=[stop, "never-seen"])
     assert r.choices[0].finish_reason == "stop"
     assert r.choices[0].text == text[: text.index(stop)]
-    streamed = "".join(c.choices[0].text for c in client.completions.create(**kw, stop=stop, stream=True)
-                       if c.choices)  # fmt: skip
+    streamed = "".join(
+        c.choices[0].text for c in client.completions.create(**kw, stop=stop, stream=True) if c.choices
+    )
     assert streamed == text[: text.index(stop)]
 
 
 def test_completions_take_lists_and_token_ids(client, runtimes):
     ids = RuntimeClient.of(runtimes.large).tokenizer.encode(PROMPT)
-    for prompt, n_choices in ((PROMPT, 1), ([PROMPT, "<|im_start|>user\nHi<|im_end|>\n"], 2), (ids, 1),
-                              ([ids, ids[:-3]], 2)):  # fmt: skip
-        r = client.completions.create(model="relaygen-large-only", prompt=prompt, max_tokens=8, temperature=0,
-                                      extra_body={"ignore_eos": True})  # fmt: skip
+    for prompt, n_choices in (
+        (PROMPT, 1),
+        ([PROMPT, "<|im_start|>user\nHi<|im_end|>\n"], 2),
+        (ids, 1),
+        ([ids, ids[:-3]], 2),
+    ):
+        r = client.completions.create(
+            model="relaygen-large-only",
+            prompt=prompt,
+            max_tokens=8,
+            temperature=0,
+            extra_body={"ignore_eos": True},
+        )
         assert [c.index for c in r.choices] == list(range(n_choices))
         assert all(c.text for c in r.choices)
     same = client.completions.create(model="relaygen-large-only", prompt=PROMPT, max_tokens=8, temperature=0)
@@ -100,11 +117,20 @@ def test_completions_take_lists_and_token_ids(client, runtimes):
 
 
 def test_usage_n_and_include_usage(client):
-    r = client.chat.completions.create(model="relaygen", messages=QUESTION, max_tokens=120, n=2, seed=4,
-                                       temperature=0.8,
-                                       extra_body={"top_k": 20, "min_p": 0.05, "an_unknown_field": 1,
-                                                   "chat_template_kwargs": {"enable_thinking": True}},
-                                       )  # fmt: skip
+    r = client.chat.completions.create(
+        model="relaygen",
+        messages=QUESTION,
+        max_tokens=120,
+        n=2,
+        seed=4,
+        temperature=0.8,
+        extra_body={
+            "top_k": 20,
+            "min_p": 0.05,
+            "an_unknown_field": 1,
+            "chat_template_kwargs": {"enable_thinking": True},
+        },
+    )
     assert [c.index for c in r.choices] == [0, 1]
     stats = r.model_extra["relaygen"]
     assert len(stats) == 2
@@ -112,9 +138,16 @@ def test_usage_n_and_include_usage(client):
     assert r.usage.prompt_tokens > 0
     assert r.usage.completion_tokens_details.reasoning_tokens <= r.usage.completion_tokens
     assert r.usage.prompt_tokens_details is not None
-    chunks = list(client.chat.completions.create(model="relaygen", messages=QUESTION, max_tokens=60,
-                                                 seed=4, stream=True,
-                                                 stream_options={"include_usage": True}))  # fmt: skip
+    chunks = list(
+        client.chat.completions.create(
+            model="relaygen",
+            messages=QUESTION,
+            max_tokens=60,
+            seed=4,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens > 0
     assert all(c.usage is None for c in chunks[:-1])
     # A second identical request finds its prompt in the radix cache.
@@ -126,8 +159,10 @@ def test_a_disconnect_aborts_the_runtime_calls(url, runtimes):
     large = RuntimeClient.of(runtimes.large)
     body = {"model": "relaygen-large-only", "messages": QUESTION, "max_tokens": 1900, "ignore_eos": True}
     # Streaming: read a few chunks, then hang up.
-    with httpx.Client(timeout=30) as c, c.stream("POST", f"{url}/v1/chat/completions",
-                                                  json={**body, "stream": True}) as resp:  # fmt: skip
+    with (
+        httpx.Client(timeout=30) as c,
+        c.stream("POST", f"{url}/v1/chat/completions", json={**body, "stream": True}) as resp,
+    ):
         lines = resp.iter_lines()
         for _ in range(5):
             next(lines)
@@ -211,8 +246,12 @@ def test_nothing_leaks_after_load(server, runtimes):
 
     fds0, threads0 = settle()
     errors = []
-    load = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0,
-                         http_client=httpx.Client(limits=httpx.Limits(max_connections=64)))  # fmt: skip
+    load = openai.OpenAI(
+        base_url=f"{url}/v1",
+        api_key="unused",
+        max_retries=0,
+        http_client=httpx.Client(limits=httpx.Limits(max_connections=64)),
+    )
 
     def one(i: int) -> None:
         try:
@@ -239,15 +278,21 @@ def test_nothing_leaks_after_load(server, runtimes):
     assert threads_now <= threads0 + 3, f"threads {threads0} -> {threads_now}: {_thread_names(proc.pid)}"
 
 
-def test_a_runtime_killed_mid_stream_is_an_sse_error_then_503_then_recovery(runtimes, tiny_pair,
-                                                                            tmp_path: Path):  # fmt: skip
+def test_a_runtime_killed_mid_stream_is_an_sse_error_then_503_then_recovery(
+    runtimes, tiny_pair, tmp_path: Path
+):
     victim = SGLangRuntime(tiny_pair.small, name="victim", log_dir=tmp_path, max_total_tokens=4096)
     victim.start()
     port = victim.port
     proc, url = start_relay_server(tmp_path, runtimes.large.url, victim.url, "victim")
     try:
-        body = {"model": "relaygen-small-only", "messages": QUESTION, "max_tokens": 1900, "ignore_eos": True,
-                "stream": True}  # fmt: skip
+        body = {
+            "model": "relaygen-small-only",
+            "messages": QUESTION,
+            "max_tokens": 1900,
+            "ignore_eos": True,
+            "stream": True,
+        }
         events = []
         with httpx.Client(timeout=60) as c, c.stream("POST", f"{url}/v1/chat/completions", json=body) as resp:
             for line in resp.iter_lines():
@@ -262,8 +307,9 @@ def test_a_runtime_killed_mid_stream_is_an_sse_error_then_503_then_recovery(runt
         r = requests.post(f"{url}/v1/chat/completions", json={**body, "stream": False, "max_tokens": 5})
         assert r.status_code == 503
         # Back on the same port: the server serves again.
-        victim = SGLangRuntime(tiny_pair.small, name="victim", port=port, log_dir=tmp_path / "again",
-                               max_total_tokens=4096).start()  # fmt: skip
+        victim = SGLangRuntime(
+            tiny_pair.small, name="victim", port=port, log_dir=tmp_path / "again", max_total_tokens=4096
+        ).start()
         assert requests.get(f"{url}/health", timeout=10).status_code == 200
         r = requests.post(f"{url}/v1/chat/completions", json={**body, "stream": False, "max_tokens": 5})
         assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 5
@@ -282,8 +328,14 @@ def test_logprob_requests_get_one_models_scores(url, runtimes):
         got, want = via["choices"][0]["logprobs"], direct["choices"][0]["logprobs"]
         assert got["tokens"] == want["tokens"] and len(got["tokens"]) > 10  # the prompt's tokens too
         assert got["token_logprobs"][1:] == pytest.approx(want["token_logprobs"][1:], abs=1e-4)
-    ask = {"model": "relaygen", "messages": QUESTION, "max_tokens": 4, "temperature": 0, "logprobs": True,
-           "top_logprobs": 2}
+    ask = {
+        "model": "relaygen",
+        "messages": QUESTION,
+        "max_tokens": 4,
+        "temperature": 0,
+        "logprobs": True,
+        "top_logprobs": 2,
+    }
     chat = httpx.post(f"{url}/v1/chat/completions", json=ask, timeout=60).json()
     content = chat["choices"][0]["logprobs"]["content"]
     assert len(content) == 4 and all(len(t["top_logprobs"]) == 2 for t in content)

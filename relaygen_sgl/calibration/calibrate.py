@@ -53,12 +53,14 @@ def analyze(
 ) -> tuple[list[ScoredTrace], list[CueStat]]:
     matcher = CueMatcher(cues)
     traces = [
-        ScoredTrace(r["margins"],
-                    cue_segments(r["reasoning"], r["offsets"], matcher, SENTENCE_END_REGEX, span))
+        ScoredTrace(
+            r["margins"], cue_segments(r["reasoning"], r["offsets"], matcher, SENTENCE_END_REGEX, span)
+        )
         for r in scored
-    ]  # fmt: skip
-    stats = cue_statistics(traces, cues, min_count=min_count, threshold=threshold,
-                           n_boot=n_boot, seed=seed, keep=keep)  # fmt: skip
+    ]
+    stats = cue_statistics(
+        traces, cues, min_count=min_count, threshold=threshold, n_boot=n_boot, seed=seed, keep=keep
+    )
     return traces, stats
 
 
@@ -113,8 +115,7 @@ def calibrate(
         problems = load_problems(problems_path, split=split, question_field=question_field)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    sampling = {"temperature": temperature, "top_p": top_p,
-                "top_k": top_k if top_k and top_k > 0 else None}  # fmt: skip
+    sampling = {"temperature": temperature, "top_p": top_p, "top_k": top_k if top_k and top_k > 0 else None}
     if traces_path is not None:
         traces = read_jsonl(Path(traces_path))
         if not traces:
@@ -129,48 +130,84 @@ def calibrate(
             raise ConnectionError(f"large runtime at {large_client.url} is not reachable")
         total = len(problems) * samples
         with tqdm(total=total, desc="traces", disable=not show_progress) as bar:
-            traces = generate_traces(problems, large_client, out / "traces.jsonl", samples=samples,
-                                     seed=seed, max_tokens=max_tokens, threads=threads,
-                                     sampling=sampling, progress=bar.update)  # fmt: skip
+            traces = generate_traces(
+                problems,
+                large_client,
+                out / "traces.jsonl",
+                samples=samples,
+                seed=seed,
+                max_tokens=max_tokens,
+                threads=threads,
+                sampling=sampling,
+                progress=bar.update,
+            )
     if not small_client.health():
         raise ConnectionError(f"small runtime at {small_client.url} is not reachable")
     with tqdm(total=len(traces), desc="scoring", disable=not show_progress) as bar:
-        scored = score_traces(traces, small_client, out / "scores.jsonl", threads=threads,
-                              progress=bar.update)  # fmt: skip
-    scored_traces, stats = analyze(scored, cues, min_count=min_count, threshold=threshold,
-                                   n_boot=n_boot, seed=seed, span=segment_span, keep=keep)  # fmt: skip
+        scored = score_traces(
+            traces, small_client, out / "scores.jsonl", threads=threads, progress=bar.update
+        )
+    scored_traces, stats = analyze(
+        scored,
+        cues,
+        min_count=min_count,
+        threshold=threshold,
+        n_boot=n_boot,
+        seed=seed,
+        span=segment_span,
+        keep=keep,
+    )
     budgets = [t["max_new_tokens"] for t in traces if "max_new_tokens" in t]
     kept = [s for s in stats if s.kept]
 
     def cue(s: CueStat) -> dict[str, Any]:
-        return {"text": s.cue, "delta": round(s.delta, 5), "count": s.count,
-                "ci": [round(s.ci_low, 5), round(s.ci_high, 5)]}  # fmt: skip
+        return {
+            "text": s.cue,
+            "delta": round(s.delta, 5),
+            "count": s.count,
+            "ci": [round(s.ci_low, 5), round(s.ci_high, 5)],
+        }
 
-    profile = CueProfile.from_dict({
-        "name": f"{large_name or 'large'}__{small_name or 'small'}",
-        "large_model": large_name or (large_client.model_info["model_path"] if large_client else "large"),
-        "small_model": small_name or small_client.model_info["model_path"],
-        "cues": [cue(s) for s in kept],
-        "ranking": [cue(s) for s in stats],  # kept first, then the rest: what --top-cues reaches into
-        "min_large_tokens": min_large_tokens,
-        "max_small_tokens": max_small_tokens,
-        "provenance": {
-            "source": "calibrated",
-            "calibration_set": str(problems_path or traces_path),
-            "traces": len(traces), "scored": len(scored), "seed": seed,
-            # Sampling settings describe step 1; saved traces (--traces) came from elsewhere.
-            **({"samples_per_problem": samples, **sampling, "max_tokens": max_tokens,
-                # The budget each trace really got, after clamping to the runtime's context.
-                "max_new_tokens_range": [min(budgets), max(budgets)] if budgets else None,
-                "finished_traces": sum(bool(t.get("finished")) for t in traces)}
-               if traces_path is None else {"traces_file": str(traces_path)}),
-            "scored_cut_to_context": sum(bool(r.get("cut")) for r in scored),
-            "segment_span": segment_span,
-            "threshold": threshold, "keep": keep, "min_count": min_count, "bootstrap": n_boot,
-            "candidate_cues": cue_list_path(cues_file).name, "candidate_count": len(cues),
-            "date": dt.date.today().isoformat(),
-        },
-    })  # fmt: skip
+    profile = CueProfile.from_dict(
+        {
+            "name": f"{large_name or 'large'}__{small_name or 'small'}",
+            "large_model": large_name or (large_client.model_info["model_path"] if large_client else "large"),
+            "small_model": small_name or small_client.model_info["model_path"],
+            "cues": [cue(s) for s in kept],
+            "ranking": [cue(s) for s in stats],  # kept first, then the rest: what --top-cues reaches into
+            "min_large_tokens": min_large_tokens,
+            "max_small_tokens": max_small_tokens,
+            "provenance": {
+                "source": "calibrated",
+                "calibration_set": str(problems_path or traces_path),
+                "traces": len(traces),
+                "scored": len(scored),
+                "seed": seed,
+                # Sampling settings describe step 1; saved traces (--traces) came from elsewhere.
+                **(
+                    {
+                        "samples_per_problem": samples,
+                        **sampling,
+                        "max_tokens": max_tokens,
+                        # The budget each trace really got, after clamping to the runtime's context.
+                        "max_new_tokens_range": [min(budgets), max(budgets)] if budgets else None,
+                        "finished_traces": sum(bool(t.get("finished")) for t in traces),
+                    }
+                    if traces_path is None
+                    else {"traces_file": str(traces_path)}
+                ),
+                "scored_cut_to_context": sum(bool(r.get("cut")) for r in scored),
+                "segment_span": segment_span,
+                "threshold": threshold,
+                "keep": keep,
+                "min_count": min_count,
+                "bootstrap": n_boot,
+                "candidate_cues": cue_list_path(cues_file).name,
+                "candidate_count": len(cues),
+                "date": dt.date.today().isoformat(),
+            },
+        }
+    )
     files = {
         "profile": profile.save(out / "profile.json"),
         "csv": write_csv(stats, out / "cue_report.csv"),
@@ -209,8 +246,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="candidate cue list: a file (one cue per line) or a bundled list by name: "
         f"{', '.join(CUE_LISTS)} (default: paper, the reference implementation's 91 candidates)",
     )
-    rt = p.add_argument_group("runtimes (URL of a running server, or a model folder to start; "
-                              "the large one is not needed with --traces)")  # fmt: skip
+    rt = p.add_argument_group(
+        "runtimes (URL of a running server, or a model folder to start; "
+        "the large one is not needed with --traces)"
+    )
     rt.add_argument("--large-url", help="URL of the large model's SGLang server")
     rt.add_argument("--small-url", help="URL of the small model's SGLang server")
     rt.add_argument("--large-model", help="HF folder of the large model (started for the run)")
@@ -220,20 +259,32 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     gen = p.add_argument_group("step 1: traces")
     gen.add_argument("--samples", type=int, default=4, help="traces per problem (default: %(default)s)")
     gen.add_argument("--seed", type=int, default=0, help="base seed for sampling and bootstrap")
-    gen.add_argument("--max-tokens", type=int, default=32768,
-                     help="token budget per trace, clamped to the runtime's context (default: %(default)s)")
+    gen.add_argument(
+        "--max-tokens",
+        type=int,
+        default=32768,
+        help="token budget per trace, clamped to the runtime's context (default: %(default)s)",
+    )
     gen.add_argument("--temperature", type=float, default=0.6, help="(default: %(default)s)")
     gen.add_argument("--top-p", type=float, default=0.95, help="(default: %(default)s)")
     gen.add_argument("--top-k", type=int, default=20, help="(default: %(default)s; -1: off)")
     gen.add_argument("--threads", type=int, default=4, help="concurrent requests per step")
     sel = p.add_argument_group("step 3: cue selection and profile")
-    sel.add_argument("--segment-span", choices=SEGMENT_SPANS, default="after-cue",
-                     help="tokens scored per cue: from after the cue (what the small model writes; "
-                     "the paper's) or from the cue itself, to the sentence end (default: %(default)s)")
+    sel.add_argument(
+        "--segment-span",
+        choices=SEGMENT_SPANS,
+        default="after-cue",
+        help="tokens scored per cue: from after the cue (what the small model writes; "
+        "the paper's) or from the cue itself, to the sentence end (default: %(default)s)",
+    )
     sel.add_argument("--threshold", type=float, default=0.0, help="keep cues with delta above this")
-    sel.add_argument("--keep", choices=KEEP_RULES, default="paper",
-                     help="paper: keep a cue whose mean delta is above --threshold (the reference's "
-                     "rule); significant: only one whose whole 95%% bootstrap CI is (default: %(default)s)")
+    sel.add_argument(
+        "--keep",
+        choices=KEEP_RULES,
+        default="paper",
+        help="paper: keep a cue whose mean delta is above --threshold (the reference's "
+        "rule); significant: only one whose whole 95%% bootstrap CI is (default: %(default)s)",
+    )
     sel.add_argument("--min-count", type=int, default=3, help="keep cues seen at least this often")
     sel.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the CI")
     sel.add_argument(
@@ -246,7 +297,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output folder (also the resume state)")
     add_runtime_args(p)
     p.set_defaults(func=_run)
-    # fmt: skip
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -256,22 +306,40 @@ def _run(args: argparse.Namespace) -> int:
     # With saved traces the large model only names the profile: it is not started.
     roles = ("small",) if args.traces else ("large", "small")
     if any(not (getattr(args, f"{r}_url") or getattr(args, f"{r}_model")) for r in roles):
-        print("relaygen calibrate: give --small-url/--small-model and, without --traces, "
-              "--large-url/--large-model", file=sys.stderr)  # fmt: skip
+        print(
+            "relaygen calibrate: give --small-url/--small-model and, without --traces, "
+            "--large-url/--large-model",
+            file=sys.stderr,
+        )
         return 2
     with ExitStack() as stack:
         urls = open_runtimes(args, stack, roles)
         result = calibrate(
-            large=urls.get("large") or args.large_url, small=urls["small"], out_dir=args.out,
-            problems_path=args.problems, traces_path=args.traces, split=args.split,
+            large=urls.get("large") or args.large_url,
+            small=urls["small"],
+            out_dir=args.out,
+            problems_path=args.problems,
+            traces_path=args.traces,
+            split=args.split,
             question_field=args.question_field,
-            large_name=args.large_name or args.large_model, small_name=args.small_name or args.small_model,
-            cues_file=args.cues_file, samples=args.samples, seed=args.seed,
-            max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p,
-            top_k=args.top_k, segment_span=args.segment_span, threshold=args.threshold, keep=args.keep,
-            min_count=args.min_count, n_boot=args.bootstrap, threads=args.threads,
-            min_large_tokens=args.min_large_tokens, max_small_tokens=args.max_small_tokens,
-        )  # fmt: skip
+            large_name=args.large_name or args.large_model,
+            small_name=args.small_name or args.small_model,
+            cues_file=args.cues_file,
+            samples=args.samples,
+            seed=args.seed,
+            max_tokens=args.max_tokens,
+            temperature=args.temperature,
+            top_p=args.top_p,
+            top_k=args.top_k,
+            segment_span=args.segment_span,
+            threshold=args.threshold,
+            keep=args.keep,
+            min_count=args.min_count,
+            n_boot=args.bootstrap,
+            threads=args.threads,
+            min_large_tokens=args.min_large_tokens,
+            max_small_tokens=args.max_small_tokens,
+        )
     print(result.files["markdown"].read_text())
     print(json.dumps({k: str(v) for k, v in result.files.items()}))
     return 0

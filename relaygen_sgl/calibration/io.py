@@ -18,8 +18,9 @@ class CalibrationInputError(DatasetError):
     """The calibration set or cue list is unusable; the message says where."""
 
 
-def load_problems(spec: str | Path, *, split: str | None = None,
-                  question_field: str | None = None) -> list[str]:  # fmt: skip
+def load_problems(
+    spec: str | Path, *, split: str | None = None, question_field: str | None = None
+) -> list[str]:
     """The calibration prompts of a set: any specifier the evals take (a JSONL file of
     ``{"problem": ...}`` lines as before, a hub set, parquet/CSV/JSON, a saved folder).  Answers
     are not needed; a multiple-choice question comes with its lettered options."""

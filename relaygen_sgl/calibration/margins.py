@@ -146,8 +146,16 @@ def cue_statistics(
         delta = seg_mean - else_mean
         above = (lo if keep == "significant" else delta) > threshold
         stats.append(
-            CueStat(cue, len(seg_tokens), seg_mean, else_mean, delta, lo, hi,
-                    kept=above and len(seg_tokens) >= min_count)
-        )  # fmt: skip
+            CueStat(
+                cue,
+                len(seg_tokens),
+                seg_mean,
+                else_mean,
+                delta,
+                lo,
+                hi,
+                kept=above and len(seg_tokens) >= min_count,
+            )
+        )
     stats.sort(key=lambda s: (not s.kept, -s.delta))
     return stats

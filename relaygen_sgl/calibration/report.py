@@ -30,8 +30,10 @@ def write_csv(stats: Sequence[CueStat], path: Path) -> Path:
 
 
 def markdown_table(stats: Sequence[CueStat]) -> str:
-    lines = ["| cue | count | segment margin | elsewhere | delta | 95% CI | kept |",
-             "|---|---:|---:|---:|---:|---|---|"]  # fmt: skip
+    lines = [
+        "| cue | count | segment margin | elsewhere | delta | 95% CI | kept |",
+        "|---|---:|---:|---:|---:|---|---|",
+    ]
     for s in stats:
         lines.append(
             f"| `{s.cue}` | {s.count} | {s.segment_margin:.3f} | {s.elsewhere_margin:.3f} | "

@@ -50,8 +50,13 @@ def _check_same_sampling(path: Path, rows: Sequence[dict[str, Any]], sampling: d
             )
 
 
-def _append_all(path: Path, todo: Sequence[Any], work: Callable[[Any], dict], threads: int,
-                progress: Callable[[], None] | None) -> None:  # fmt: skip
+def _append_all(
+    path: Path,
+    todo: Sequence[Any],
+    work: Callable[[Any], dict],
+    threads: int,
+    progress: Callable[[], None] | None,
+) -> None:
     lock = threading.Lock()
     with path.open("a") as f:
 
@@ -97,28 +102,39 @@ def generate_traces(
     existing = repair_jsonl(path)
     _check_same_sampling(path, existing, record)
     done = {r["id"] for r in existing}
-    todo = [(i, k) for i in range(len(problems)) for k in range(samples)
-            if trace_id(i, k) not in done]  # fmt: skip
+    todo = [(i, k) for i in range(len(problems)) for k in range(samples) if trace_id(i, k) not in done]
     tok = client.tokenizer
     limit = token_limit(client) if todo else None
 
     def work(item: tuple[int, int]) -> dict[str, Any]:
         i, k = item
         # The model's own chat template, as at inference time.
-        prompt = tok.apply_chat_template(_messages(problems[i]), tokenize=False,
-                                         add_generation_prompt=True)  # fmt: skip
+        prompt = tok.apply_chat_template(_messages(problems[i]), tokenize=False, add_generation_prompt=True)
         budget = max_tokens
         if limit is not None:
             budget = min(max_tokens, limit - len(tok.encode(prompt, add_special_tokens=False)))
             if budget < 1:
                 raise CalibrationInputError(f"problem {i}: its prompt fills the runtime's context ({limit})")
         item_seed = seed * 1_000_003 + i * 101 + k
-        params = {**sampling, "max_new_tokens": budget, "stop": [THINK_END], "no_stop_trim": True,
-                  "sampling_seed": item_seed}  # fmt: skip
+        params = {
+            **sampling,
+            "max_new_tokens": budget,
+            "stop": [THINK_END],
+            "no_stop_trim": True,
+            "sampling_seed": item_seed,
+        }
         res = client.generate(text=prompt, sampling_params=params)
-        return {"id": trace_id(i, k), "problem_index": i, "sample": k, "seed": item_seed,
-                "problem": problems[i], "reasoning": res.text, "sampling": record,
-                "max_new_tokens": budget, "finished": THINK_END in res.text}  # fmt: skip
+        return {
+            "id": trace_id(i, k),
+            "problem_index": i,
+            "sample": k,
+            "seed": item_seed,
+            "problem": problems[i],
+            "reasoning": res.text,
+            "sampling": record,
+            "max_new_tokens": budget,
+            "finished": THINK_END in res.text,
+        }
 
     _append_all(path, todo, work, threads, progress)
     return _sorted(repair_jsonl(path))
@@ -148,8 +164,7 @@ def score_traces(
     limit = token_limit(client) if todo else None
 
     def work(tr: dict[str, Any]) -> dict[str, Any]:
-        prompt = tok.apply_chat_template(_messages(tr["problem"]), tokenize=False,
-                                         add_generation_prompt=True)  # fmt: skip
+        prompt = tok.apply_chat_template(_messages(tr["problem"]), tokenize=False, add_generation_prompt=True)
         prompt_ids = tok.encode(prompt, add_special_tokens=False)
         enc = tok(tr["reasoning"], add_special_tokens=False, return_offsets_mapping=True)
         ids, offsets = enc["input_ids"], [tuple(o) for o in enc["offset_mapping"]]
@@ -168,9 +183,13 @@ def score_traces(
         tops = res.meta_info["input_top_logprobs"][1:]
         if len(tops) != len(ids):
             raise RuntimeError(f"trace {tr['id']}: got {len(tops)} logprob rows for {len(ids)} tokens")
-        return {"id": tr["id"], "margins": [round(m, 6) for m in token_margins(tops)],
-                "offsets": offsets, "reasoning": tr["reasoning"],
-                "cut": len(enc["input_ids"]) > len(ids)}  # fmt: skip
+        return {
+            "id": tr["id"],
+            "margins": [round(m, 6) for m in token_margins(tops)],
+            "offsets": offsets,
+            "reasoning": tr["reasoning"],
+            "cut": len(enc["input_ids"]) > len(ids),
+        }
 
     _append_all(path, todo, work, threads, progress)
     return _sorted(repair_jsonl(path))

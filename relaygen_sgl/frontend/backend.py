@@ -73,11 +73,18 @@ class RelayBackend(BaseBackend):
     only touch the large model run while it is down.
     """
 
-    def __init__(self, large: str | RuntimeEndpoint | Any, small: str | RuntimeEndpoint | Any,
-                 profile: CueProfile | str | Path | None = None, *,
-                 chat_template: str | ChatTemplate | None = None, mode: Mode = "relay",
-                 answer_model: Role = "small", handoff: Handoff = "auto",
-                 chat_template_kwargs: dict[str, Any] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        large: str | RuntimeEndpoint | Any,
+        small: str | RuntimeEndpoint | Any,
+        profile: CueProfile | str | Path | None = None,
+        *,
+        chat_template: str | ChatTemplate | None = None,
+        mode: Mode = "relay",
+        answer_model: Role = "small",
+        handoff: Handoff = "auto",
+        chat_template_kwargs: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__()
         if mode not in _BACKEND_MODES:
             raise ValueError(f"mode must be one of {', '.join(_BACKEND_MODES)}, got {mode!r}")
@@ -139,8 +146,13 @@ class RelayBackend(BaseBackend):
                 yield d.text, {"id": m.request_id, "finish_reason": None, "relaygen_model": d.role}
         yield "", meta_info(m.result(), m.request_id)  # the deltas were all of the text
 
-    def select(self, s: StreamExecutor, choices: list[str], temperature: float,
-               choices_method: ChoicesSamplingMethod | None = None) -> ChoicesDecision:  # fmt: skip
+    def select(
+        self,
+        s: StreamExecutor,
+        choices: list[str],
+        temperature: float,
+        choices_method: ChoicesSamplingMethod | None = None,
+    ) -> ChoicesDecision:
         role = self._pinned(s) or "large"
         with self._faults(role):
             return self._endpoint(role).select(self._view(role, s), choices, temperature, choices_method)
@@ -177,8 +189,9 @@ class RelayBackend(BaseBackend):
     # -- internals -------------------------------------------------------------------------
     def _machine(self, s: StreamExecutor, body: dict[str, Any], single: Role | None) -> RelayMachine:
         mode = _SINGLE[single] if single else self.mode
-        config = relay_config(body, mode=mode, answer_model=self.answer_model,
-                              default_max_tokens=DEFAULT_MAX_NEW_TOKENS)  # fmt: skip
+        config = relay_config(
+            body, mode=mode, answer_model=self.answer_model, default_max_tokens=DEFAULT_MAX_NEW_TOKENS
+        )
         prompts = {"large": RenderedPrompt(s.text_, templated=False)}
         if mode != "large_only":
             prompts["small"] = self._small_prompt(s)
@@ -194,12 +207,19 @@ class RelayBackend(BaseBackend):
                 tokenizer = self.pair.tokenizer("small")
             except (RuntimeUnavailable, RuntimeRequestError) as e:
                 raise RelayError(f"could not prepare the relay: {e}", "small") from e
-            text = render_for(conv, tokenizer, chat_template_kwargs=self.chat_template_kwargs,
-                              frontend_default_system=self.chat_template.default_system_prompt)  # fmt: skip
+            text = render_for(
+                conv,
+                tokenizer,
+                chat_template_kwargs=self.chat_template_kwargs,
+                frontend_default_system=self.chat_template.default_system_prompt,
+            )
         if text is None:
-            warnings.warn("relaygen: this program's text is not turns of its chat template (text between "
-                          "turns, an image, or a non-assistant turn left open), so the small model gets "
-                          "the large model's chat template", stacklevel=2)  # fmt: skip
+            warnings.warn(
+                "relaygen: this program's text is not turns of its chat template (text between "
+                "turns, an image, or a non-assistant turn left open), so the small model gets "
+                "the large model's chat template",
+                stacklevel=2,
+            )
             return RenderedPrompt(s.text_, templated=False)
         return RenderedPrompt(text, templated=True)
 
@@ -223,14 +243,14 @@ class RelayBackend(BaseBackend):
         except (OSError, RuntimeError) as e:  # urllib/requests errors, or a non-200 answer
             raise RelayError(f"{role} runtime at {self.pair.clients[role].url} failed: {e}", role) from e
 
-    def _direct(self, role: Role, s: StreamExecutor, sp: SglSamplingParams,
-                reason: str) -> _Chunk:  # fmt: skip
+    def _direct(self, role: Role, s: StreamExecutor, sp: SglSamplingParams, reason: str) -> _Chunk:
         with self._faults(role):
             text, meta = self._endpoint(role).generate(self._view(role, s), sp)
         return text, {**meta, "relaygen": _direct_info(role, reason)}
 
-    def _direct_stream(self, role: Role, s: StreamExecutor, sp: SglSamplingParams,
-                       reason: str) -> Iterator[_Chunk]:  # fmt: skip
+    def _direct_stream(
+        self, role: Role, s: StreamExecutor, sp: SglSamplingParams, reason: str
+    ) -> Iterator[_Chunk]:
         info = _direct_info(role, reason)
         with self._faults(role):
             for text, meta in self._endpoint(role).generate_stream(self._view(role, s), sp):
@@ -285,8 +305,9 @@ def checked_profile(profile: CueProfile | str | Path | None, mode: Mode) -> CueP
     except ValueError as e:
         raise ValueError(f"profile {name!r}: {e}") from e
     if len(profile.sentence_end_regex.encode()) > MAX_STOP_REGEX_BYTES:
-        raise ValueError(f"profile {name!r}: sentence_end_regex is over SGLang's "
-                         f"{MAX_STOP_REGEX_BYTES} bytes")  # fmt: skip
+        raise ValueError(
+            f"profile {name!r}: sentence_end_regex is over SGLang's {MAX_STOP_REGEX_BYTES} bytes"
+        )
     return profile
 
 

@@ -38,8 +38,13 @@ class Conversation:
         return not self.messages and self.open_role is None
 
 
-def conversation(text: str, messages: Sequence[dict[str, Any]], open_role: str | None,
-                 open_begin: int | None, template: ChatTemplate) -> Conversation | None:  # fmt: skip
+def conversation(
+    text: str,
+    messages: Sequence[dict[str, Any]],
+    open_role: str | None,
+    open_begin: int | None,
+    template: ChatTemplate,
+) -> Conversation | None:
     """The turns that ``text`` is made of, or None when it holds text outside them."""
     pos = 0
     for i, msg in enumerate(messages):
@@ -71,15 +76,24 @@ def _turn_end(text: str, body: int, content: str, suffix: str) -> int | None:
     return None
 
 
-def render_for(conv: Conversation, tokenizer: Any, *, frontend_default_system: str | None,
-               chat_template_kwargs: dict[str, Any] | None = None) -> str | None:  # fmt: skip
+def render_for(
+    conv: Conversation,
+    tokenizer: Any,
+    *,
+    frontend_default_system: str | None,
+    chat_template_kwargs: dict[str, Any] | None = None,
+) -> str | None:
     """``conv`` in ``tokenizer``'s HF chat template, ready for the gen to continue; None if the
     template cannot say it (no template, a user or system turn left open)."""
     if conv.open_role not in (None, "assistant"):
         return None
     messages = conv.messages
-    if messages and frontend_default_system and messages[0]["role"] == "system" \
-            and messages[0]["content"] == frontend_default_system.lstrip():  # fmt: skip
+    if (
+        messages
+        and frontend_default_system
+        and messages[0]["role"] == "system"
+        and messages[0]["content"] == frontend_default_system.lstrip()
+    ):
         # The interpreter put the frontend template's default system prompt there; the HF
         # template adds its own model's default, if it has one.
         messages = messages[1:]
@@ -87,9 +101,11 @@ def render_for(conv: Conversation, tokenizer: Any, *, frontend_default_system: s
         return None
     try:
         head = tokenizer.apply_chat_template(
-            [{"role": m["role"], "content": m["content"]} for m in messages], tokenize=False,
-            add_generation_prompt=conv.open_role == "assistant", **(chat_template_kwargs or {}),
-        )  # fmt: skip
+            [{"role": m["role"], "content": m["content"]} for m in messages],
+            tokenize=False,
+            add_generation_prompt=conv.open_role == "assistant",
+            **(chat_template_kwargs or {}),
+        )
     except (ValueError, TemplateError):  # no chat template, or one that refuses these turns
         return None
     return head + conv.tail

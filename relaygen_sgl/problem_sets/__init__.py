@@ -11,6 +11,18 @@ from relaygen_sgl.problem_sets.fields import ANSWER_FIELDS, QUESTION_FIELDS, Fie
 from relaygen_sgl.problem_sets.load import PRESETS, SPEC_HELP, load_problems
 from relaygen_sgl.problem_sets.problem import INSTRUCTION, DatasetError, Problem
 
-__all__ = ["ANSWER_FIELDS", "BUNDLED", "INSTRUCTION", "PRESETS", "QUESTION_FIELDS", "SPEC_HELP",
-           "DatasetError", "Fields", "Problem", "add_field_args", "field_kwargs", "load_problems",
-           "unanswered_note"]  # fmt: skip
+__all__ = [
+    "ANSWER_FIELDS",
+    "BUNDLED",
+    "INSTRUCTION",
+    "PRESETS",
+    "QUESTION_FIELDS",
+    "SPEC_HELP",
+    "DatasetError",
+    "Fields",
+    "Problem",
+    "add_field_args",
+    "field_kwargs",
+    "load_problems",
+    "unanswered_note",
+]

@@ -10,19 +10,24 @@ from relaygen_sgl.problem_sets.fields import ANSWER_FIELDS, QUESTION_FIELDS, SOL
 
 def add_field_args(p: Any, *, answers: bool = True) -> None:
     """``--split``, ``--question-field`` and (for graded runs) ``--answer-field``, on a parser or group."""
-    p.add_argument("--split", default=None,
-                   help="split of a hub set or saved DatasetDict (default: the only one, else test; "
-                   "a preset's own)")  # fmt: skip
+    p.add_argument(
+        "--split",
+        default=None,
+        help="split of a hub set or saved DatasetDict (default: the only one, else test; a preset's own)",
+    )
     p.add_argument(
         "--question-field",
         default=None,
         help=f"field holding the question (default: the first of {', '.join(QUESTION_FIELDS)})",
     )
     if answers:
-        p.add_argument("--answer-field", default=None,
-                       help=f"field holding the answer (default: the first of {', '.join(ANSWER_FIELDS)}, "
-                       f"else {SOLUTION_FIELD}'s last \\boxed{{}}); a GPQA-style set is multiple choice, "
-                       "graded on the letter")  # fmt: skip
+        p.add_argument(
+            "--answer-field",
+            default=None,
+            help=f"field holding the answer (default: the first of {', '.join(ANSWER_FIELDS)}, "
+            f"else {SOLUTION_FIELD}'s last \\boxed{{}}); a GPQA-style set is multiple choice, "
+            "graded on the letter",
+        )
 
 
 def field_kwargs(args: argparse.Namespace) -> dict[str, Any]:

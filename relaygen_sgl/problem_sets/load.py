@@ -37,15 +37,21 @@ class Preset:
 # The paper's hub sets, as the reference implementation loads them.
 PRESETS = {
     "math500": Preset("HuggingFaceH4/MATH-500", None, "test", "MATH-500: 500 MATH test problems"),
-    "gpqa-diamond": Preset("Idavidrein/gpqa", "gpqa_diamond", "train",
-                           "GPQA-Diamond: 198 multiple-choice science questions",
-                           "the set is gated: accept its terms on the hub and set HF_TOKEN"),
+    "gpqa-diamond": Preset(
+        "Idavidrein/gpqa",
+        "gpqa_diamond",
+        "train",
+        "GPQA-Diamond: 198 multiple-choice science questions",
+        "the set is gated: accept its terms on the hub and set HF_TOKEN",
+    ),
     "amc23": Preset("math-ai/amc23", None, "test", "AMC 2023: 40 problems"),
-}  # fmt: skip
+}
 FILE_PREFIXES = ("parquet", "json", "jsonl", "csv", "tsv")
-SPEC_HELP = (f"{', '.join(BUNDLED)} (bundled, offline), {', '.join(PRESETS)} (the paper's hub sets), "
-             "hf:NAME[:CONFIG], parquet:PATH, json:PATH, jsonl:PATH, csv:PATH, disk:PATH "
-             "(a save_to_disk folder), or a path")  # fmt: skip
+SPEC_HELP = (
+    f"{', '.join(BUNDLED)} (bundled, offline), {', '.join(PRESETS)} (the paper's hub sets), "
+    "hf:NAME[:CONFIG], parquet:PATH, json:PATH, jsonl:PATH, csv:PATH, disk:PATH "
+    "(a save_to_disk folder), or a path"
+)
 
 
 def _hub(rest: str, split: str | None) -> Rows:
@@ -77,8 +83,9 @@ def rows_of(spec: str, split: str | None = None) -> tuple[Rows, Fields]:
     if spec in PRESETS:
         pre = PRESETS[spec]
         label = f"{spec} ({pre.hub}{f':{pre.config}' if pre.config else ''})"
-        return hub_rows(pre.hub, pre.config, split or pre.split, label=label, id_prefix=spec,
-                        hint=pre.hint), Fields()  # fmt: skip
+        return hub_rows(
+            pre.hub, pre.config, split or pre.split, label=label, id_prefix=spec, hint=pre.hint
+        ), Fields()
     prefix, sep, rest = spec.partition(":")
     if sep and prefix == "hf":
         return _hub(rest, split), Fields()
@@ -104,7 +111,14 @@ def load_problems(
     without an answer field loads too.  Raises :class:`DatasetError`, one line, on bad input."""
     rows, implied = rows_of(spec, split)
     fields = Fields(question_field or implied.question, answer_field or implied.answer)
-    problems = to_problems(rows.rows, rows.columns, source=rows.source, id_prefix=rows.id_prefix,
-                           fields=fields, need_answers=need_answers, numbers=rows.numbers,
-                           where=rows.where)  # fmt: skip
+    problems = to_problems(
+        rows.rows,
+        rows.columns,
+        source=rows.source,
+        id_prefix=rows.id_prefix,
+        fields=fields,
+        need_answers=need_answers,
+        numbers=rows.numbers,
+        where=rows.where,
+    )
     return problems[:limit] if limit else problems

@@ -16,8 +16,15 @@ from relaygen_sgl.jsonl import JsonlError, numbered_records
 from relaygen_sgl.problem_sets.problem import DatasetError
 
 # How a file's suffix (after a compression suffix) names its `datasets` builder.
-SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".json": "json", ".jsonl": "jsonl",
-            ".ndjson": "jsonl", ".csv": "csv", ".tsv": "tsv"}  # fmt: skip
+SUFFIXES = {
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".json": "json",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".csv": "csv",
+    ".tsv": "tsv",
+}
 COMPRESSED = (".gz", ".bz2", ".xz", ".zst")
 SAVED_MARKERS = ("state.json", "dataset_dict.json")  # what save_to_disk writes
 HUB_PROBE_TIMEOUT_S = 3.0
@@ -155,8 +162,9 @@ def _picked(d: Any, split: str | None, label: str) -> tuple[Any, str]:
     return d, f"{label} (split {split or own})" if (split or own) else label
 
 
-def hub_rows(name: str, config: str | None, split: str | None, *, label: str, id_prefix: str,
-             hint: str = "") -> Rows:  # fmt: skip
+def hub_rows(
+    name: str, config: str | None, split: str | None, *, label: str, id_prefix: str, hint: str = ""
+) -> Rows:
     """A hub set: from the hub when it answers, else (or with HF_DATASETS_OFFLINE) from the cache.
     ``name`` may also be a local folder laid out like a hub repository (a clone of one)."""
     import datasets
@@ -171,17 +179,20 @@ def hub_rows(name: str, config: str | None, split: str | None, *, label: str, id
     except (ConnectionError, FileNotFoundError) as e:
         if local:
             raise DatasetError(f"{label}: {_one_line(e)}") from e
-        why = "offline mode is on (HF_DATASETS_OFFLINE/HF_HUB_OFFLINE)" if offline else \
-            f"the hub ({hub_endpoint()}) is not reachable from here"  # fmt: skip
+        why = (
+            "offline mode is on (HF_DATASETS_OFFLINE/HF_HUB_OFFLINE)"
+            if offline
+            else f"the hub ({hub_endpoint()}) is not reachable from here"
+        )
         args = ", ".join(repr(a) for a in (name, config) if a) + f", split={split or 'test'!r}"
         out = f"{Path(name).name}.parquet"
         raise DatasetError(
             f"{label}: not available: {why}, and the set is not in the local datasets cache "
-            f"({_cache_dir()}). To get it, where the hub is reachable run: python -c \"import datasets; "
+            f'({_cache_dir()}). To get it, where the hub is reachable run: python -c "import datasets; '
             f"datasets.load_dataset({args}).to_parquet('{out}')\" and pass parquet:{out}, "
             "or copy that machine's datasets cache into HF_DATASETS_CACHE here"
             + (f"; {hint}" if hint else "")
-        ) from e  # fmt: skip
+        ) from e
     except DatasetNotFoundError as e:
         raise DatasetError(f"{label}: {_one_line(e)}" + (f" ({hint})" if hint else "")) from e
     except Exception as e:  # unknown split or config, a broken cache, ...: the library says which

@@ -46,10 +46,17 @@ def _turn(res: GenerateResult) -> TurnResult:
     )
 
 
-async def prepare(pair: AsyncRelayPair, config: RelayConfig, prompt: PromptInput = None,
-                  messages: Sequence[dict[str, Any]] | None = None, *, profile: CueProfile | None = None,
-                  handoff: Handoff = "auto", chat_template_kwargs: dict[str, Any] | None = None,
-                  request_id: str | None = None) -> RelayMachine:  # fmt: skip
+async def prepare(
+    pair: AsyncRelayPair,
+    config: RelayConfig,
+    prompt: PromptInput = None,
+    messages: Sequence[dict[str, Any]] | None = None,
+    *,
+    profile: CueProfile | None = None,
+    handoff: Handoff = "auto",
+    chat_template_kwargs: dict[str, Any] | None = None,
+    request_id: str | None = None,
+) -> RelayMachine:
     """A machine for one request, its prompts rendered.
 
     ``prompt``: one text or token-id list for both runtimes, or a :class:`RenderedPrompt` per
@@ -62,16 +69,20 @@ async def prepare(pair: AsyncRelayPair, config: RelayConfig, prompt: PromptInput
         await pair.refresh(used)  # routers' worker lists, down workers back up
         mode = await pair.handoff(used, handoff)
         toks = {r: await pair.tokenizer(r) for r in used}  # behind a router: a live worker's
-        texts, ids = render_prompts(prompt, messages, toks, handoff=mode,
-                                    chat_template_kwargs=chat_template_kwargs)  # fmt: skip
+        texts, ids = render_prompts(
+            prompt, messages, toks, handoff=mode, chat_template_kwargs=chat_template_kwargs
+        )
         if mode == "ids" and ids is None:
             specials = {r: adds_special_tokens(prompt, r) for r in used}
-            ids = {r: await pair.client_for(r, request_id).tokenize(texts[r], add_special_tokens=specials[r])
-                   for r in used}  # fmt: skip
+            ids = {
+                r: await pair.client_for(r, request_id).tokenize(texts[r], add_special_tokens=specials[r])
+                for r in used
+            }
     except RUNTIME_FAULTS as e:
         raise RelayError(f"could not prepare the relay: {e}") from e
-    return RelayMachine(config=config, profile=profile, prompts=texts, prompt_ids=ids, codecs=toks,
-                        request_id=request_id)  # fmt: skip
+    return RelayMachine(
+        config=config, profile=profile, prompts=texts, prompt_ids=ids, codecs=toks, request_id=request_id
+    )
 
 
 async def stream(m: RelayMachine, pair: AsyncRelayPair, *, streamed: bool = True) -> AsyncIterator[Delta]:
@@ -106,8 +117,13 @@ async def stream(m: RelayMachine, pair: AsyncRelayPair, *, streamed: bool = True
             yield d
 
 
-async def run(m: RelayMachine, pair: AsyncRelayPair, on_delta: Callable[[Delta], None] | None = None,
-              *, streamed: bool | None = None) -> RelayResult:  # fmt: skip
+async def run(
+    m: RelayMachine,
+    pair: AsyncRelayPair,
+    on_delta: Callable[[Delta], None] | None = None,
+    *,
+    streamed: bool | None = None,
+) -> RelayResult:
     """Drive ``m`` to the end; turns are streamed only when ``on_delta`` listens (or ``streamed``)."""
     deltas = stream(m, pair, streamed=on_delta is not None if streamed is None else streamed)
     try:
@@ -133,14 +149,21 @@ def check_options(entry_point: str, options: Mapping[str, Any]) -> None:
     """An entry point's keywords beyond its own are :func:`prepare`'s; anything else is a mistake,
     most likely a relay setting that belongs in the RelayConfig."""
     if unknown := sorted(set(options) - set(PrepareOptions.__annotations__)):
-        raise TypeError(f"{entry_point}() got unexpected keyword arguments {unknown}: the relay's settings "
-                        "(mode, max_tokens, sampling, stop, seed, ...) go in config=RelayConfig(...)")
+        raise TypeError(
+            f"{entry_point}() got unexpected keyword arguments {unknown}: the relay's settings "
+            "(mode, max_tokens, sampling, stop, seed, ...) go in config=RelayConfig(...)"
+        )
 
 
-async def relay_generate_async(prompt: PromptInput = None, *, large: Any, small: Any = None,
-                               config: RelayConfig | None = None,
-                               on_delta: Callable[[Delta], None] | None = None,
-                               **options: Unpack[PrepareOptions]) -> RelayResult:  # fmt: skip
+async def relay_generate_async(
+    prompt: PromptInput = None,
+    *,
+    large: Any,
+    small: Any = None,
+    config: RelayConfig | None = None,
+    on_delta: Callable[[Delta], None] | None = None,
+    **options: Unpack[PrepareOptions],
+) -> RelayResult:
     """Generate one output with RelayGen switching between two SGLang runtimes.
 
     ``large``/``small``: URLs, runtime clients, SGLangRuntimes or RuntimePools, or a relay pair

@@ -296,8 +296,11 @@ class RelayMachine:
         self.stats.latency_s = time.perf_counter() - self._t0
         self.stats.finish_reason = "length" if self.stats.outcome == Outcome.LENGTH.value else "stop"
         split = split_reasoning(self.output_text, thinking=self.thinking)
-        reasoning_tokens = sum(s.num_tokens for s in self.segments if s.kind != "answer") \
-            if split.closed or self.thinking else 0  # fmt: skip
+        reasoning_tokens = (
+            sum(s.num_tokens for s in self.segments if s.kind != "answer")
+            if split.closed or self.thinking
+            else 0
+        )
         return RelayResult(
             text=self.output_text,
             segments=self.segments,
@@ -381,8 +384,9 @@ class RelayMachine:
     def _close_reasoning(self) -> None:
         """The reference's rule for a thinking model that stops inside its reasoning."""
         ids = self.codecs[self.reasoner].encode(CLOSE_THINK, add_special_tokens=False)
-        self._commit(self.reasoner, "close", CLOSE_THINK, ids if self.prompt_ids is not None else [],
-                     count=False)  # fmt: skip
+        self._commit(
+            self.reasoner, "close", CLOSE_THINK, ids if self.prompt_ids is not None else [], count=False
+        )
 
     def _apply_stop(self) -> bool:
         """The user's stop strings over the whole relayed output (they may span two models)."""
@@ -409,17 +413,27 @@ class RelayMachine:
 
     # -- bookkeeping -----------------------------------------------------------------------
     def _record(self, call: Call, res: TurnResult) -> None:
-        self.stats.calls.append(CallRecord(
-            call.role, call.kind, call.rid, res.prompt_tokens, res.cached_tokens, res.completion_tokens,
-            res.completion_tokens, res.latency_s, res.spec_accept_length,
-        ))  # fmt: skip
+        self.stats.calls.append(
+            CallRecord(
+                call.role,
+                call.kind,
+                call.rid,
+                res.prompt_tokens,
+                res.cached_tokens,
+                res.completion_tokens,
+                res.completion_tokens,
+                res.latency_s,
+                res.spec_accept_length,
+            )
+        )
         if call.role == "large":
             self.stats.large_time_s += res.latency_s
         else:
             self.stats.small_time_s += res.latency_s
 
-    def _commit(self, role: Role, kind: Kind, text: str, ids: list[int], cue: str | None = None,
-                *, count: bool = True) -> None:  # fmt: skip
+    def _commit(
+        self, role: Role, kind: Kind, text: str, ids: list[int], cue: str | None = None, *, count: bool = True
+    ) -> None:
         if count and self.stats.calls:
             call = self.stats.calls[-1]
             call.kept_tokens = len(ids)
@@ -443,8 +457,9 @@ class RelayMachine:
         else:
             self.segments.append(Segment(role, kind, text, n, cue))
 
-    def _keep_prefix(self, role: Role, text: str, ids: list[int], cut: int,
-                     exclude: str | None = None) -> tuple[str, list[int]]:  # fmt: skip
+    def _keep_prefix(
+        self, role: Role, text: str, ids: list[int], cut: int, exclude: str | None = None
+    ) -> tuple[str, list[int]]:
         """The smallest token prefix whose text covers ``text[:cut]`` (binary search: decoding
         every prefix in turn would be quadratic in the turn's length)."""
         if cut >= len(text):

@@ -33,8 +33,10 @@ class AsyncRelayPair:
     SGLangRuntime or a RuntimePool."""
 
     def __init__(self, large: Any, small: Any) -> None:
-        self.workers: dict[Role, Workers] = {"large": Workers.of("large", large),
-                                             "small": Workers.of("small", small)}  # fmt: skip
+        self.workers: dict[Role, Workers] = {
+            "large": Workers.of("large", large),
+            "small": Workers.of("small", small),
+        }
         self._same: tuple[tuple[tuple[str, int], ...], bool] | None = None
 
     @classmethod

@@ -51,9 +51,12 @@ def render_prompts(
             raise ValueError("messages must not be empty")
         kwargs = dict(chat_template_kwargs or {})
         # Each model gets its own chat template; only the generated text is shared.
-        texts = {r: tokenizers[r].apply_chat_template(list(messages), tokenize=False,
-                                                      add_generation_prompt=True, **kwargs)
-                 for r in roles}  # fmt: skip
+        texts = {
+            r: tokenizers[r].apply_chat_template(
+                list(messages), tokenize=False, add_generation_prompt=True, **kwargs
+            )
+            for r in roles
+        }
     return texts, None
 
 

@@ -21,10 +21,19 @@ from relaygen_sgl.relay.types import Mode, RelayConfig, RelayResult, Role
 
 # Sent to both models on every turn of the relay.
 PASSED_SAMPLING = (
-    "temperature", "top_p", "top_k", "min_p", "frequency_penalty", "presence_penalty",
-    "repetition_penalty", "logit_bias", "ignore_eos", "sampling_seed", "skip_special_tokens",
+    "temperature",
+    "top_p",
+    "top_k",
+    "min_p",
+    "frequency_penalty",
+    "presence_penalty",
+    "repetition_penalty",
+    "logit_bias",
+    "ignore_eos",
+    "sampling_seed",
+    "skip_special_tokens",
     "spaces_between_special_tokens",
-)  # fmt: skip
+)
 # Constrained decoding: the grammar state lives in one runtime.  ``dtype`` is the frontend's
 # typed gen (``sgl.gen(dtype=int)``), which SGLang's RuntimeEndpoint turns into a regex.
 CONSTRAINTS = ("regex", "json_schema", "ebnf", "dtype")
@@ -72,21 +81,33 @@ def stop_strings(stop: str | Iterable[str] | None) -> tuple[str, ...]:
     return tuple(dict.fromkeys(s for s in items if s))
 
 
-def relay_config(body: Mapping[str, Any], *, mode: Mode, answer_model: Role,
-                 default_max_tokens: int) -> RelayConfig:  # fmt: skip
+def relay_config(
+    body: Mapping[str, Any], *, mode: Mode, answer_model: Role, default_max_tokens: int
+) -> RelayConfig:
     """The relay of a request :func:`direct_reason` let through (a bad value is a ValueError)."""
     sp: Mapping[str, Any] = body.get("sampling_params") or {}
-    return RelayConfig(mode=mode, max_tokens=sp.get("max_new_tokens") or default_max_tokens,
-                       answer_model=answer_model, sampling=relay_sampling(sp),
-                       stop=stop_strings(sp.get("stop")))  # fmt: skip
+    return RelayConfig(
+        mode=mode,
+        max_tokens=sp.get("max_new_tokens") or default_max_tokens,
+        answer_model=answer_model,
+        sampling=relay_sampling(sp),
+        stop=stop_strings(sp.get("stop")),
+    )
 
 
 def meta_info(r: RelayResult, rid: str) -> dict[str, Any]:
     """SGLang's ``meta_info`` of a relayed generation, with the relay stats under ``"relaygen"``."""
     st = r.stats
-    finish: dict[str, Any] = {"type": "length", "length": st.output_tokens} if st.finish_reason == "length" \
-        else {"type": "stop", "matched": None}  # fmt: skip
-    return {"id": rid, "finish_reason": finish, "prompt_tokens": st.prompt_tokens,
-            "completion_tokens": st.output_tokens,
-            "cached_tokens": st.calls[0].cached_tokens if st.calls else 0,
-            "relaygen": st.summary()}  # fmt: skip
+    finish: dict[str, Any] = (
+        {"type": "length", "length": st.output_tokens}
+        if st.finish_reason == "length"
+        else {"type": "stop", "matched": None}
+    )
+    return {
+        "id": rid,
+        "finish_reason": finish,
+        "prompt_tokens": st.prompt_tokens,
+        "completion_tokens": st.output_tokens,
+        "cached_tokens": st.calls[0].cached_tokens if st.calls else 0,
+        "relaygen": st.summary(),
+    }

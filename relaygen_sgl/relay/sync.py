@@ -61,8 +61,9 @@ class RelayPair:
         return self.clients["small"]
 
     # -- relaying -----------------------------------------------------------------------------
-    def prepare(self, config: RelayConfig, prompt: PromptInput = None,
-                **options: Unpack[PrepareOptions]) -> RelayMachine:  # fmt: skip
+    def prepare(
+        self, config: RelayConfig, prompt: PromptInput = None, **options: Unpack[PrepareOptions]
+    ) -> RelayMachine:
         """:func:`.drivers.prepare`: a machine for one request, its prompts rendered."""
         return self.loop.run(drivers.prepare(self.aio, config, prompt, **options))
 
@@ -109,9 +110,15 @@ class RelayPair:
         self.close()
 
 
-def relay_generate(prompt: PromptInput = None, *, large: Any, small: Any = None,
-                   config: RelayConfig | None = None, on_delta: Callable[[Delta], None] | None = None,
-                   **options: Unpack[PrepareOptions]) -> RelayResult:  # fmt: skip
+def relay_generate(
+    prompt: PromptInput = None,
+    *,
+    large: Any,
+    small: Any = None,
+    config: RelayConfig | None = None,
+    on_delta: Callable[[Delta], None] | None = None,
+    **options: Unpack[PrepareOptions],
+) -> RelayResult:
     """:func:`~relaygen_sgl.relay.drivers.relay_generate_async` for sync code (same arguments);
     ``on_delta`` is called on this thread."""
     check_options("relay_generate", options)

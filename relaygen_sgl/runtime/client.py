@@ -91,8 +91,13 @@ def _result(out: dict[str, Any], name: str, latency: float) -> GenerateResult:
     )
 
 
-def generate_body(*, text: str | None = None, input_ids: list[int] | None = None,
-                  sampling_params: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:  # fmt: skip
+def generate_body(
+    *,
+    text: str | None = None,
+    input_ids: list[int] | None = None,
+    sampling_params: dict[str, Any] | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
     """A ``/generate`` body: one prompt (text or token ids), its sampling params, other fields."""
     if (text is None) == (input_ids is None):
         raise ValueError("pass exactly one of text= or input_ids=")
@@ -146,8 +151,13 @@ class AsyncRuntimeClient:
     leaves a stale tokenizer behind (``model_generation`` counts such changes).
     """
 
-    def __init__(self, url: str, name: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S,
-                 headers: dict[str, str] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        url: str,
+        name: str | None = None,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         self.url = url.rstrip("/")
         self.name = name or self.url
         self.timeout = httpx.Timeout(timeout_s, connect=min(CONNECT_TIMEOUT_S, timeout_s))
@@ -160,8 +170,9 @@ class AsyncRuntimeClient:
         self.model_generation = 0
 
     @classmethod
-    def of(cls, runtime: AsyncRuntimeClient | RuntimeClient | str | Any,
-           name: str | None = None) -> AsyncRuntimeClient:  # fmt: skip
+    def of(
+        cls, runtime: AsyncRuntimeClient | RuntimeClient | str | Any, name: str | None = None
+    ) -> AsyncRuntimeClient:
         """Accept a client, a URL, or anything with a ``url`` (an SGLangRuntime, a RuntimePool)."""
         if isinstance(runtime, AsyncRuntimeClient):
             return runtime
@@ -181,8 +192,9 @@ class AsyncRuntimeClient:
             for old in [lp for lp in self._http if lp.is_closed()]:
                 del self._http[old]
             if loop not in self._http:
-                self._http[loop] = httpx.AsyncClient(timeout=self.timeout, limits=POOL_LIMITS,
-                                                     headers=self.headers)  # fmt: skip
+                self._http[loop] = httpx.AsyncClient(
+                    timeout=self.timeout, limits=POOL_LIMITS, headers=self.headers
+                )
             return self._http[loop]
 
     def _unavailable(self, e: Exception) -> RuntimeUnavailable:
@@ -314,9 +326,15 @@ class RuntimeClient:
     event loop, its own or one it is given (a :class:`~relaygen_sgl.relay.sync.RelayPair`'s).
     Thread-safe."""
 
-    def __init__(self, url: str | AsyncRuntimeClient, name: str | None = None,
-                 timeout_s: float = DEFAULT_TIMEOUT_S, headers: dict[str, str] | None = None, *,
-                 loop: PrivateLoop | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        url: str | AsyncRuntimeClient,
+        name: str | None = None,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        headers: dict[str, str] | None = None,
+        *,
+        loop: PrivateLoop | None = None,
+    ) -> None:
         if not isinstance(url, AsyncRuntimeClient):
             url = AsyncRuntimeClient(url, name, timeout_s, headers)
         self.aio = url
@@ -324,8 +342,9 @@ class RuntimeClient:
         self._owns_loop = loop is None
 
     @classmethod
-    def of(cls, runtime: RuntimeClient | AsyncRuntimeClient | str | Any,
-           name: str | None = None) -> RuntimeClient:  # fmt: skip
+    def of(
+        cls, runtime: RuntimeClient | AsyncRuntimeClient | str | Any, name: str | None = None
+    ) -> RuntimeClient:
         """Accept a client, a URL, or anything with a ``url`` (an SGLangRuntime, a RuntimePool)."""
         return runtime if isinstance(runtime, RuntimeClient) else cls(AsyncRuntimeClient.of(runtime, name))
 
@@ -358,8 +377,14 @@ class RuntimeClient:
     def tokenize(self, text: str, add_special_tokens: bool = True) -> list[int]:
         return self.loop.run(self.aio.tokenize(text, add_special_tokens))
 
-    def generate(self, *, text: str | None = None, input_ids: list[int] | None = None,
-                 sampling_params: dict[str, Any] | None = None, **extra: Any) -> GenerateResult:  # fmt: skip
+    def generate(
+        self,
+        *,
+        text: str | None = None,
+        input_ids: list[int] | None = None,
+        sampling_params: dict[str, Any] | None = None,
+        **extra: Any,
+    ) -> GenerateResult:
         body = generate_body(text=text, input_ids=input_ids, sampling_params=sampling_params, **extra)
         return self.loop.run(self.aio.generate(body))
 

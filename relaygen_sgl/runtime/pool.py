@@ -55,12 +55,17 @@ POLICIES = ("cache_aware", "manual", "round_robin", "random", "power_of_two")
 # Health checks and circuit breaker tuned so a dead replica leaves the rotation within seconds
 # (the router's defaults: health checked every 60 s, breaker after 10 failures).
 ROUTER_FAULT_ARGS = (
-    "--health-check-interval-secs", "2",
-    "--health-failure-threshold", "2",
-    "--health-success-threshold", "1",
-    "--cb-failure-threshold", "3",
-    "--cb-timeout-duration-secs", "10",
-)  # fmt: skip
+    "--health-check-interval-secs",
+    "2",
+    "--health-failure-threshold",
+    "2",
+    "--health-success-threshold",
+    "1",
+    "--cb-failure-threshold",
+    "3",
+    "--cb-timeout-duration-secs",
+    "10",
+)
 
 
 class PoolStartError(RuntimeError):
@@ -114,10 +119,15 @@ class RuntimePool:
         self.workers: list[SGLangRuntime] = []
         if self.model_path is not None:
             self.workers = [
-                SGLangRuntime(self.model_path, name=f"{self.name}-{i}" if replicas > 1 else self.name,
-                              host=host, log_dir=self.log_dir, **runtime_kwargs)
+                SGLangRuntime(
+                    self.model_path,
+                    name=f"{self.name}-{i}" if replicas > 1 else self.name,
+                    host=host,
+                    log_dir=self.log_dir,
+                    **runtime_kwargs,
+                )
                 for i in range(replicas)
-            ]  # fmt: skip
+            ]
         self.router_proc: subprocess.Popen[bytes] | None = None
         self._remote_workers = [u.rstrip("/") for u in worker_urls]  # run elsewhere, routed from here
 
@@ -161,8 +171,11 @@ class RuntimePool:
         if self.router_proc is not None and self.router_proc.poll() is not None:
             return f"the sglang-router of pool {self.name} exited"
         if self.workers and not any(self.worker_alive(w.url) for w in self.workers):
-            return f"every worker of pool {self.name} exited" if self.has_router \
-                else f"runtime {self.name} exited"  # fmt: skip
+            return (
+                f"every worker of pool {self.name} exited"
+                if self.has_router
+                else f"runtime {self.name} exited"
+            )
         return None
 
     # -- lifecycle -----------------------------------------------------------
@@ -194,20 +207,30 @@ class RuntimePool:
     def router_command(self) -> list[str]:
         assert self.router_port is not None
         return [
-            sys.executable, "-m", "sglang_router.launch_router",
-            "--host", self.host,
-            "--port", str(self.router_port),
-            "--policy", self.policy,
-            "--worker-urls", *self.worker_urls,
+            sys.executable,
+            "-m",
+            "sglang_router.launch_router",
+            "--host",
+            self.host,
+            "--port",
+            str(self.router_port),
+            "--policy",
+            self.policy,
+            "--worker-urls",
+            *self.worker_urls,
             # Default 29000 would clash between the large and the small pool's routers.
-            "--prometheus-host", self.host,
-            "--prometheus-port", str(free_port(self.host)),
+            "--prometheus-host",
+            self.host,
+            "--prometheus-port",
+            str(free_port(self.host)),
             # A whole reasoning turn is one request; CPU decoding can take hours.
-            "--request-timeout-secs", str(int(self.request_timeout_s)),
-            "--log-level", "warn",
+            "--request-timeout-secs",
+            str(int(self.request_timeout_s)),
+            "--log-level",
+            "warn",
             *ROUTER_FAULT_ARGS,
             *self.router_args,
-        ]  # fmt: skip
+        ]
 
     def _start_router(self) -> None:
         try:
@@ -228,9 +251,16 @@ class RuntimePool:
             listed = router_workers(self.url, timeout=2.0) or []
             return want <= {w["url"] for w in listed if w.get("is_healthy", True)}
 
-        wait_for(self.router_proc, routes_to_all, what=f"sglang-router of pool {self.name!r}",
-                 until=f"routing to {sorted(want)}", timeout=self.router_startup_timeout,
-                 log_path=self.router_log_path, error=PoolStartError, interval=0.3)  # fmt: skip
+        wait_for(
+            self.router_proc,
+            routes_to_all,
+            what=f"sglang-router of pool {self.name!r}",
+            until=f"routing to {sorted(want)}",
+            timeout=self.router_startup_timeout,
+            log_path=self.router_log_path,
+            error=PoolStartError,
+            interval=0.3,
+        )
         logger.info("pool %s: router %s routes to %s", self.name, self.url, ", ".join(sorted(want)))
 
     def stop(self, grace: float = STOP_GRACE_S) -> None:
@@ -324,11 +354,21 @@ class RuntimePair:
     small pool starts first; otherwise every worker loads at once.
     """
 
-    def __init__(self, large: str | Path, small: str | Path, *, large_replicas: int = 1,
-                 small_replicas: int = 1, large_args: Sequence[str] = (), small_args: Sequence[str] = (),
-                 speculative: Speculative | None = None, **common: Any) -> None:  # fmt: skip
-        self.large = RuntimePool(large, large_replicas, name="large", sglang_args=large_args,
-                                 speculative=speculative, **common)  # fmt: skip
+    def __init__(
+        self,
+        large: str | Path,
+        small: str | Path,
+        *,
+        large_replicas: int = 1,
+        small_replicas: int = 1,
+        large_args: Sequence[str] = (),
+        small_args: Sequence[str] = (),
+        speculative: Speculative | None = None,
+        **common: Any,
+    ) -> None:
+        self.large = RuntimePool(
+            large, large_replicas, name="large", sglang_args=large_args, speculative=speculative, **common
+        )
         self.small = RuntimePool(small, small_replicas, name="small", sglang_args=small_args, **common)
         self.shared_gpu = split_shared_gpu(self.large.workers, self.small.workers)
 

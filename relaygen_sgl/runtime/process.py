@@ -73,8 +73,9 @@ _REGISTRY = _Registry()
 atexit.register(_REGISTRY.stop_all)
 
 
-def spawn_group(command: Sequence[str], log_path: Path,
-                env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:  # fmt: skip
+def spawn_group(
+    command: Sequence[str], log_path: Path, env: Mapping[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     """Start ``command`` as the leader of a new process group, stdout and stderr to ``log_path``;
     it is stopped at interpreter exit unless :func:`stop_group` stopped it before."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -93,21 +94,32 @@ def spawn_group(command: Sequence[str], log_path: Path,
     return proc
 
 
-def wait_for(proc: subprocess.Popen[bytes], ready: Callable[[], bool], *, what: str, until: str,
-             timeout: float, log_path: Path, error: type[Exception],
-             interval: float = 0.5) -> None:  # fmt: skip
+def wait_for(
+    proc: subprocess.Popen[bytes],
+    ready: Callable[[], bool],
+    *,
+    what: str,
+    until: str,
+    timeout: float,
+    log_path: Path,
+    error: type[Exception],
+    interval: float = 0.5,
+) -> None:
     """Poll ``ready()`` until it holds; ``proc`` exiting first, or ``timeout`` seconds passing, is an
     ``error`` that names ``what`` and ends with its log's tail."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if (code := proc.poll()) is not None:
-            raise error(f"{what} exited with code {code} during start; "
-                        f"log {log_path} ends with:\n{log_tail(log_path)}")  # fmt: skip
+            raise error(
+                f"{what} exited with code {code} during start; "
+                f"log {log_path} ends with:\n{log_tail(log_path)}"
+            )
         if ready():
             return
         time.sleep(interval)
-    raise error(f"{what} was not {until} after {timeout:.0f}s; "
-                f"log {log_path} ends with:\n{log_tail(log_path)}")  # fmt: skip
+    raise error(
+        f"{what} was not {until} after {timeout:.0f}s; log {log_path} ends with:\n{log_tail(log_path)}"
+    )
 
 
 def process_group_alive(pgid: int) -> bool:

@@ -97,13 +97,19 @@ class SGLangRuntime:
 
     def command(self) -> list[str]:
         cmd = [
-            sys.executable, "-m", "sglang.launch_server",
-            "--model-path", str(self.model_path),
-            "--host", self.host,
-            "--port", str(self.port),
-            "--device", self.device,
+            sys.executable,
+            "-m",
+            "sglang.launch_server",
+            "--model-path",
+            str(self.model_path),
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+            "--device",
+            self.device,
             "--skip-server-warmup",
-        ]  # fmt: skip
+        ]
         if self.dtype:
             cmd += ["--dtype", self.dtype]
         if self.max_total_tokens:
@@ -150,9 +156,15 @@ class SGLangRuntime:
 
     def wait_ready(self) -> None:
         assert self.proc is not None
-        wait_for(self.proc, lambda: self.healthy(timeout=2.0), until="healthy", timeout=self.startup_timeout,
-                 what=f"SGLang server {self.name!r} for {self.model_path}", log_path=self.log_path,
-                 error=RuntimeStartError)  # fmt: skip
+        wait_for(
+            self.proc,
+            lambda: self.healthy(timeout=2.0),
+            until="healthy",
+            timeout=self.startup_timeout,
+            what=f"SGLang server {self.name!r} for {self.model_path}",
+            log_path=self.log_path,
+            error=RuntimeStartError,
+        )
 
     def healthy(self, timeout: float = 5.0) -> bool:
         if self.port is None or (self.proc is not None and self.proc.poll() is not None):

@@ -118,8 +118,9 @@ class Workers:
             return self.entry
         if url not in self._clients:
             timeout = self.entry.timeout.read or DEFAULT_TIMEOUT_S  # the entry's read timeout
-            self._clients[url] = AsyncRuntimeClient(url, name=self.role, timeout_s=timeout,
-                                                    headers=self.entry.headers)  # fmt: skip
+            self._clients[url] = AsyncRuntimeClient(
+                url, name=self.role, timeout_s=timeout, headers=self.entry.headers
+            )
         return self._clients[url]
 
     def _alive(self, url: str) -> bool:
@@ -147,8 +148,12 @@ class Workers:
             return False
         self._down[url] = time.monotonic()
         left = any(self._alive(u) for u in self.urls)
-        logger.warning("%s worker %s is down; its relay requests move to %s", self.role, url,
-                       "the other workers" if left else "no worker: none is left")  # fmt: skip
+        logger.warning(
+            "%s worker %s is down; its relay requests move to %s",
+            self.role,
+            url,
+            "the other workers" if left else "no worker: none is left",
+        )
         return left
 
     async def tokenizer(self) -> Any:
@@ -175,8 +180,9 @@ class Workers:
                 self._set(self._listed(resp))
             except (httpx.HTTPError, RuntimeUnavailable) as e:
                 if self.urls is None:  # never listed: relaying through a router would lose the cues
-                    raise RuntimeUnavailable(f"{self.role} runtime at {self.entry.url} is not answering "
-                                             f"({e})") from e  # fmt: skip
+                    raise RuntimeUnavailable(
+                        f"{self.role} runtime at {self.entry.url} is not answering ({e})"
+                    ) from e
                 # Listed before: keep that list; the workers may well be fine without their router.
         for url in [u for u, t in list(self._down.items()) if now - t > RECHECK_S]:
             self._down[url] = time.monotonic()  # one probe at a time per worker
@@ -191,8 +197,9 @@ class Workers:
             return {self.entry.url: True}  # an SGLang runtime has no /workers: it is its own only worker
         workers = parse_workers(resp)
         if workers is None:
-            raise RuntimeUnavailable(f"{self.entry.url}/workers answered HTTP {resp.status_code}: "
-                                     f"{resp.text[:200]}")  # fmt: skip
+            raise RuntimeUnavailable(
+                f"{self.entry.url}/workers answered HTTP {resp.status_code}: {resp.text[:200]}"
+            )
         return {w["url"].rstrip("/"): bool(w.get("is_healthy", True)) for w in workers}
 
     def _probed(self, url: str, ok: bool) -> None:

@@ -93,8 +93,12 @@ def create_app(config: ServerConfig) -> FastAPI:
 def add_parser(sub: Any) -> None:
     from relaygen_sgl.pair_args import add_pair_args
 
-    p = sub.add_parser("serve", help="OpenAI-compatible and native RelayGen endpoint in front of runtimes",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p = sub.add_parser(
+        "serve",
+        help="OpenAI-compatible and native RelayGen endpoint in front of runtimes",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_pair_args(p)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
@@ -114,9 +118,15 @@ def _serve(args: argparse.Namespace) -> int:
     profile = profile_from_args(args)
     with ExitStack() as stack:
         large, small = open_pair(args, stack, profile)
-        config = ServerConfig(large_url=large, small_url=small, profile=profile,
-                              answer_model=args.answer_model, default_max_tokens=args.default_max_tokens,
-                              max_input_tokens=args.max_input_tokens)  # fmt: skip
-        uvicorn.run(create_app(config), host=args.host, port=args.port, log_level="warning",
-                    timeout_keep_alive=30)  # fmt: skip
+        config = ServerConfig(
+            large_url=large,
+            small_url=small,
+            profile=profile,
+            answer_model=args.answer_model,
+            default_max_tokens=args.default_max_tokens,
+            max_input_tokens=args.max_input_tokens,
+        )
+        uvicorn.run(
+            create_app(config), host=args.host, port=args.port, log_level="warning", timeout_keep_alive=30
+        )
     return 0

@@ -30,8 +30,9 @@ def _out(r: RelayResult, rid: str) -> dict[str, Any]:
     return out
 
 
-async def generate(service: RelayService, req: GenerateRequest, body: dict[str, Any],
-                   request: Request) -> Any:  # fmt: skip
+async def generate(
+    service: RelayService, req: GenerateRequest, body: dict[str, Any], request: Request
+) -> Any:
     if direct_reason(body) is not None:
         return await service.proxy("large", "/generate", body)
     prompt: str | list[int] = req.text if isinstance(req.text, str) else list(req.input_ids or [])  # type: ignore[arg-type]
@@ -55,8 +56,12 @@ async def _stream(service: RelayService, m: RelayMachine, rid: str) -> AsyncIter
                 yield sse(_out(item, rid))
             else:
                 text += item.text
-                yield sse({"text": text, "meta_info": {"id": rid, "finish_reason": None,
-                                                       "relaygen_model": item.role}})  # fmt: skip
+                yield sse(
+                    {
+                        "text": text,
+                        "meta_info": {"id": rid, "finish_reason": None, "relaygen_model": item.role},
+                    }
+                )
     except Exception as e:  # noqa: BLE001 - reported on the stream
         yield sse_error(e)
     yield SSE_DONE

@@ -69,9 +69,16 @@ async def chat(service: RelayService, req: ChatCompletionRequest, request: Reque
     if direct_reason(req.native_view()) is not None:
         return await service.proxy(_scorer(mode), "/v1/chat/completions", json.loads(raw))
     messages = req.plain_messages()
-    machines = [await service.machine(req.native_view(i), mode=mode, messages=messages,
-                                      chat_template_kwargs=req.chat_template_kwargs, top_cues=req.top_cues)
-                for i in range(req.n)]  # fmt: skip
+    machines = [
+        await service.machine(
+            req.native_view(i),
+            mode=mode,
+            messages=messages,
+            chat_template_kwargs=req.chat_template_kwargs,
+            top_cues=req.top_cues,
+        )
+        for i in range(req.n)
+    ]
     rid = new_id("chatcmpl")
     if req.stream:
         return StreamingResponse(_chat_stream(service, req, machines, rid), media_type="text/event-stream")
@@ -79,14 +86,18 @@ async def chat(service: RelayService, req: ChatCompletionRequest, request: Reque
         results = await service.run(machines, request)
     except RelayError as e:
         raise relay_fault(e) from e
-    choices = [ChatChoice(index=i, message=_message(r, req.separate_reasoning), finish_reason=_finish(r))
-               for i, r in enumerate(results)]  # fmt: skip
-    return ChatCompletionResponse(id=rid, model=req.model, choices=choices, usage=usage(results),
-                                  relaygen=stats(results))  # fmt: skip
+    choices = [
+        ChatChoice(index=i, message=_message(r, req.separate_reasoning), finish_reason=_finish(r))
+        for i, r in enumerate(results)
+    ]
+    return ChatCompletionResponse(
+        id=rid, model=req.model, choices=choices, usage=usage(results), relaygen=stats(results)
+    )
 
 
-async def _chat_stream(service: RelayService, req: ChatCompletionRequest, machines: list[RelayMachine],
-                       rid: str) -> AsyncIterator[str]:  # fmt: skip
+async def _chat_stream(
+    service: RelayService, req: ChatCompletionRequest, machines: list[RelayMachine], rid: str
+) -> AsyncIterator[str]:
     created = now()
 
     def chunk(i: int, delta: DeltaMessage, finish: str | None = None, **extra: Any) -> str:
@@ -112,8 +123,15 @@ async def _chat_stream(service: RelayService, req: ChatCompletionRequest, machin
         yield sse_error(e)
     else:
         if req.include_usage:
-            yield sse(ChatCompletionChunk(id=rid, created=created, model=req.model, choices=[],
-                                          usage=usage([results[i] for i in sorted(results)])))  # fmt: skip
+            yield sse(
+                ChatCompletionChunk(
+                    id=rid,
+                    created=created,
+                    model=req.model,
+                    choices=[],
+                    usage=usage([results[i] for i in sorted(results)]),
+                )
+            )
     yield SSE_DONE
 
 
@@ -128,29 +146,36 @@ async def completions(service: RelayService, req: CompletionRequest, request: Re
     if direct_reason(req.native_view()) is not None:
         return await service.proxy(_scorer(mode), "/v1/completions", json.loads(raw))
     prompts = req.prompts()
-    machines = [await service.machine(req.native_view(j), mode=mode, prompt=p, param="prompt",
-                                      top_cues=req.top_cues)
-                for p in prompts for j in range(req.n)]  # fmt: skip
+    machines = [
+        await service.machine(req.native_view(j), mode=mode, prompt=p, param="prompt", top_cues=req.top_cues)
+        for p in prompts
+        for j in range(req.n)
+    ]
     rid = new_id("cmpl")
     if req.stream:
-        return StreamingResponse(_completion_stream(service, req, machines, rid, len(prompts)),
-                                 media_type="text/event-stream")  # fmt: skip
+        return StreamingResponse(
+            _completion_stream(service, req, machines, rid, len(prompts)), media_type="text/event-stream"
+        )
     try:
         results = await service.run(machines, request)
     except RelayError as e:
         raise relay_fault(e) from e
-    choices = [CompletionChoice(index=i, text=_echo(req, m) + r.text, finish_reason=_finish(r))
-               for i, (r, m) in enumerate(zip(results, machines, strict=True))]  # fmt: skip
-    return CompletionResponse(id=rid, model=req.model, choices=choices, usage=usage(results, len(prompts)),
-                              relaygen=stats(results))  # fmt: skip
+    choices = [
+        CompletionChoice(index=i, text=_echo(req, m) + r.text, finish_reason=_finish(r))
+        for i, (r, m) in enumerate(zip(results, machines, strict=True))
+    ]
+    return CompletionResponse(
+        id=rid, model=req.model, choices=choices, usage=usage(results, len(prompts)), relaygen=stats(results)
+    )
 
 
 def _echo(req: CompletionRequest, m: RelayMachine) -> str:
     return m.prompt() if req.echo else ""
 
 
-async def _completion_stream(service: RelayService, req: CompletionRequest, machines: list[RelayMachine],
-                             rid: str, n_prompts: int) -> AsyncIterator[str]:  # fmt: skip
+async def _completion_stream(
+    service: RelayService, req: CompletionRequest, machines: list[RelayMachine], rid: str, n_prompts: int
+) -> AsyncIterator[str]:
     created = now()
 
     def chunk(i: int, text: str, finish: str | None = None, role: str | None = None, **extra: Any) -> str:
@@ -172,7 +197,13 @@ async def _completion_stream(service: RelayService, req: CompletionRequest, mach
         yield sse_error(e)
     else:
         if req.include_usage:
-            yield sse(CompletionResponse(id=rid, created=created, model=req.model, choices=[],
-                                         usage=usage([results[i] for i in sorted(results)],
-                                                     n_prompts)))  # fmt: skip
+            yield sse(
+                CompletionResponse(
+                    id=rid,
+                    created=created,
+                    model=req.model,
+                    choices=[],
+                    usage=usage([results[i] for i in sorted(results)], n_prompts),
+                )
+            )
     yield SSE_DONE

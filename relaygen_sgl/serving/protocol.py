@@ -17,8 +17,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from relaygen_sgl.relay.types import Mode
 
 MODEL_MODES: dict[str, Mode] = {
-    "relaygen": "relay", "relaygen-large-only": "large_only", "relaygen-small-only": "small_only",
-}  # fmt: skip
+    "relaygen": "relay",
+    "relaygen-large-only": "large_only",
+    "relaygen-small-only": "small_only",
+}
 MAX_STOP = 16
 MAX_N = 16
 MAX_LOGIT_BIAS = 100.0  # OpenAI's range for a logit_bias value
@@ -101,17 +103,31 @@ class SamplingRequest(_Request):
         """Choice ``index`` of this request as SGLang's native ``/generate`` body (without its
         prompt): what the request rules read.  Choice ``index`` of ``n`` gets seed + index."""
         schema = self.json_schema or _response_schema(self.response_format)
-        sp: dict[str, Any] = {"max_new_tokens": self.max_new_tokens(), "min_new_tokens": self.min_tokens,
-                              "stop": self.stop, "stop_token_ids": self.stop_token_ids,
-                              "stop_regex": self.stop_regex, "regex": self.regex, "ebnf": self.ebnf,
-                              "json_schema": schema}  # fmt: skip
-        for name in ("temperature", "top_p", "top_k", "min_p", "ignore_eos", "frequency_penalty",
-                     "presence_penalty", "repetition_penalty", "logit_bias"):  # fmt: skip
+        sp: dict[str, Any] = {
+            "max_new_tokens": self.max_new_tokens(),
+            "min_new_tokens": self.min_tokens,
+            "stop": self.stop,
+            "stop_token_ids": self.stop_token_ids,
+            "stop_regex": self.stop_regex,
+            "regex": self.regex,
+            "ebnf": self.ebnf,
+            "json_schema": schema,
+        }
+        for name in (
+            "temperature",
+            "top_p",
+            "top_k",
+            "min_p",
+            "ignore_eos",
+            "frequency_penalty",
+            "presence_penalty",
+            "repetition_penalty",
+            "logit_bias",
+        ):
             sp[name] = getattr(self, name)
         if self.seed is not None:
             sp["sampling_seed"] = self.seed + index
-        body: dict[str, Any] = {"sampling_params": {k: v for k, v in sp.items() if v is not None},
-                                "text": ""}  # fmt: skip
+        body: dict[str, Any] = {"sampling_params": {k: v for k, v in sp.items() if v is not None}, "text": ""}
         if self.wants_logprobs:
             body["return_logprob"] = True
         if self.has_images:
@@ -172,8 +188,9 @@ class ChatCompletionRequest(SamplingRequest):
 
     @property
     def has_images(self) -> bool:
-        return any(isinstance(m.content, list) and any(p.type != "text" for p in m.content)
-                   for m in self.messages)  # fmt: skip
+        return any(
+            isinstance(m.content, list) and any(p.type != "text" for p in m.content) for m in self.messages
+        )
 
     def plain_messages(self) -> list[dict[str, str]]:
         role = {"developer": "system"}

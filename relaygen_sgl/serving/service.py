@@ -61,14 +61,25 @@ class RelayService:
 
     def mode_for(self, model: str) -> Mode:
         if model not in MODEL_MODES:
-            raise APIError(404, f"The model '{model}' does not exist (available: {', '.join(MODEL_MODES)})",
-                           param="model", code="model_not_found")  # fmt: skip
+            raise APIError(
+                404,
+                f"The model '{model}' does not exist (available: {', '.join(MODEL_MODES)})",
+                param="model",
+                code="model_not_found",
+            )
         return MODEL_MODES[model]
 
-    async def machine(self, view: Mapping[str, Any], *, mode: Mode, prompt: str | list[int] | None = None,
-                      messages: list[dict[str, str]] | None = None,
-                      chat_template_kwargs: dict[str, Any] | None = None,
-                      param: str = "messages", top_cues: int | None = None) -> RelayMachine:  # fmt: skip
+    async def machine(
+        self,
+        view: Mapping[str, Any],
+        *,
+        mode: Mode,
+        prompt: str | list[int] | None = None,
+        messages: list[dict[str, str]] | None = None,
+        chat_template_kwargs: dict[str, Any] | None = None,
+        param: str = "messages",
+        top_cues: int | None = None,
+    ) -> RelayMachine:
         """The relay of one request (``view``: its native ``/generate`` shape, which
         :func:`~relaygen_sgl.relay.request_rules.direct_reason` let through), ready to run; its
         templated input is checked against the length limit."""
@@ -79,13 +90,23 @@ class RelayService:
             except ProfileError as e:
                 raise APIError(400, str(e), param="top_cues") from e
         try:
-            config = relay_config(view, mode=mode, answer_model=self.config.answer_model,
-                                  default_max_tokens=self.config.default_max_tokens)  # fmt: skip
+            config = relay_config(
+                view,
+                mode=mode,
+                answer_model=self.config.answer_model,
+                default_max_tokens=self.config.default_max_tokens,
+            )
         except ValueError as e:
             raise APIError(400, str(e)) from e
         try:
-            m = await prepare(self.pair, config, prompt, messages, profile=profile,
-                               chat_template_kwargs=chat_template_kwargs)  # fmt: skip
+            m = await prepare(
+                self.pair,
+                config,
+                prompt,
+                messages,
+                profile=profile,
+                chat_template_kwargs=chat_template_kwargs,
+            )
         except RelayError as e:
             raise unavailable(f"runtime unavailable: {e}") from e
         except (ValueError, TypeError) as e:  # the prompt cannot be rendered (template kwargs, id prompt)
@@ -93,8 +114,12 @@ class RelayService:
         n = max(m.prompt_token_count(role) for role in roles_used(mode))
         if n > self.config.max_input_tokens:
             limit = self.config.max_input_tokens
-            raise APIError(400, f"The input is {n} tokens; this server accepts at most {limit}.",
-                           param=param, code="context_length_exceeded")  # fmt: skip
+            raise APIError(
+                400,
+                f"The input is {n} tokens; this server accepts at most {limit}.",
+                param=param,
+                code="context_length_exceeded",
+            )
         return m
 
     async def run(self, machines: list[RelayMachine], request: Request) -> list[RelayResult]:
@@ -161,16 +186,21 @@ class RelayService:
 
                 if resp.status_code >= 500:
                     logger.warning("the %s runtime answered %d to %s", role, resp.status_code, path)
-                return StreamingResponse(chunks(), status_code=resp.status_code,
-                                         media_type="text/event-stream")  # fmt: skip
+                return StreamingResponse(
+                    chunks(), status_code=resp.status_code, media_type="text/event-stream"
+                )
             resp = await http.post(url, json=body)
         except httpx.HTTPError as e:
             raise unavailable(f"{role} runtime unavailable: {e}") from e
         if resp.status_code >= 500:
-            logger.warning("the %s runtime answered %d to %s: %s", role, resp.status_code, path,
-                           resp.text[:500])  # fmt: skip
-        return Response(resp.content, status_code=resp.status_code,
-                        media_type=resp.headers.get("content-type", "application/json"))  # fmt: skip
+            logger.warning(
+                "the %s runtime answered %d to %s: %s", role, resp.status_code, path, resp.text[:500]
+            )
+        return Response(
+            resp.content,
+            status_code=resp.status_code,
+            media_type=resp.headers.get("content-type", "application/json"),
+        )
 
     async def health(self) -> dict[str, dict[str, Any]]:
         """Each model's runtime or pool: ``ok``, and per worker whether it answers (a router's own
@@ -214,10 +244,13 @@ def usage(results: Sequence[RelayResult], prompts: int = 1) -> Usage:
     completion = sum(r.stats.output_tokens for r in results)
     cached = sum(r.stats.calls[0].cached_tokens for r in results[::per_prompt] if r.stats.calls)
     reasoning = sum(r.reasoning_tokens for r in results)
-    return Usage(prompt_tokens=prompt_tokens, completion_tokens=completion,
-                 total_tokens=prompt_tokens + completion,
-                 prompt_tokens_details=PromptTokensDetails(cached_tokens=cached),
-                 completion_tokens_details=CompletionTokensDetails(reasoning_tokens=reasoning))  # fmt: skip
+    return Usage(
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion,
+        total_tokens=prompt_tokens + completion,
+        prompt_tokens_details=PromptTokensDetails(cached_tokens=cached),
+        completion_tokens_details=CompletionTokensDetails(reasoning_tokens=reasoning),
+    )
 
 
 def stats(results: Sequence[RelayResult]) -> dict[str, Any] | list[dict[str, Any]]:
