@@ -214,11 +214,21 @@ class AsyncRuntimeClient:
             )
 
     async def request(self, method: str, path: str, **kw: Any) -> httpx.Response:
-        """``method path`` on the runtime; a fault is RuntimeUnavailable, a 4xx RuntimeRequestError."""
-        try:
-            resp = await self.http.request(method, f"{self.url}{path}", **kw)
-        except httpx.HTTPError as e:
-            raise self._unavailable(e) from e
+        """``method path`` on the runtime; a fault is RuntimeUnavailable, a 4xx RuntimeRequestError.
+
+        A GET whose connection the server dropped before answering is sent once more, on a new
+        connection: a pooled connection can close under a request (a busy server, a keep-alive
+        race), and a GET is safe to repeat."""
+        attempts = 2 if method == "GET" else 1
+        for attempt in range(attempts):
+            try:
+                resp = await self.http.request(method, f"{self.url}{path}", **kw)
+                break
+            except (httpx.ReadError, httpx.RemoteProtocolError) as e:
+                if attempt + 1 == attempts:
+                    raise self._unavailable(e) from e
+            except httpx.HTTPError as e:
+                raise self._unavailable(e) from e
         self._check(resp, resp.text)
         return resp
 

@@ -1,0 +1,60 @@
+"""The runtime client against a real socket that misbehaves on purpose (no SGLang, milliseconds)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from relaygen_sgl.runtime.client import AsyncRuntimeClient, RuntimeUnavailable
+
+MODEL_INFO = {"model_path": "models/large", "is_generation": True}
+
+
+async def _server(drops: int, seen: list[str]) -> asyncio.AbstractServer:
+    """Answers /get_model_info, after closing the first ``drops`` connections unanswered."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        seen.append(head.split(b" ")[1].decode())
+        if len(seen) <= drops:
+            writer.close()
+            return
+        body = json.dumps(MODEL_INFO).encode()
+        writer.write(
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+            + f"content-length: {len(body)}\r\nconnection: close\r\n\r\n".encode()
+            + body
+        )
+        await writer.drain()
+        writer.close()
+
+    return await asyncio.start_server(handle, "127.0.0.1", 0)
+
+
+def _url(server: asyncio.AbstractServer) -> str:
+    return f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+
+
+def test_a_get_whose_connection_drops_is_sent_once_more() -> None:
+    async def go() -> None:
+        seen: list[str] = []
+        server = await _server(drops=1, seen=seen)
+        async with server:
+            info = await AsyncRuntimeClient(_url(server), name="large").model_info()
+        assert info == MODEL_INFO and seen == ["/get_model_info"] * 2
+
+    asyncio.run(go())
+
+
+def test_a_runtime_that_keeps_dropping_is_reported_unavailable_by_name() -> None:
+    async def go() -> None:
+        seen: list[str] = []
+        server = await _server(drops=10, seen=seen)
+        async with server:
+            with pytest.raises(RuntimeUnavailable, match="runtime 'large' at .* is not answering"):
+                await AsyncRuntimeClient(_url(server), name="large").model_info()
+        assert len(seen) == 2  # one repeat, no more
+
+    asyncio.run(go())
