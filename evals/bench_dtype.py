@@ -86,7 +86,7 @@ def solve(client: RuntimeClient, n: int, max_tokens: int) -> list[str]:
 
 def agreement(outputs: dict[str, list[str]], n: int, max_tokens: int) -> dict[str, Any]:
     from evals.datasets import load_dataset
-    from evals.grading import extract_answer, is_correct
+    from relaygen_sgl.grading import extract_answer, is_correct
 
     problems = load_dataset("gsm8k", n)
     rows = []

@@ -12,7 +12,7 @@ per-token latency are reported beside wall time).
 Speedup is large_only latency / relay latency, per run, then mean ± std per problem and over
 problems.  The ideal is what the relay would reach if switching were free:
 ``1 / (u + (1 - u) * t_small / t_large)``, with ``u`` the relay's large-model token share and
-``t_small / t_large`` the per-output-token decode cost ratio, measured in the same session by a
+``t_small / t_large`` the per-output-token decode cost ratio, measured in the same run by a
 decode probe on each runtime (time of N tokens minus time of 1, over N - 1) at its start and end.
 ``relay/ideal`` divides the per-token speedup (what the ideal models) by it.
 
@@ -52,7 +52,7 @@ def mean_std(xs: Sequence[float]) -> tuple[float, float]:
 
 
 def probe_ratio(probes: dict[str, Any]) -> dict[str, float] | None:
-    """Per-token decode seconds of each runtime (mean of the session's probes) and their ratio."""
+    """Per-token decode seconds of each runtime (mean of the run's probes) and their ratio."""
     per: dict[str, list[float]] = {"large": [], "small": []}
     for phase in ("start", "end"):
         for role in per:
@@ -219,7 +219,7 @@ def markdown_bench(summary: dict[str, Any]) -> str:
     foot = ""
     if probe:
         foot = (
-            f"\nDecode probe (same session): t_large {probe['t_large_s'] * 1000:.2f} ms/token, "
+            f"\nDecode probe (same run): t_large {probe['t_large_s'] * 1000:.2f} ms/token, "
             f"t_small {probe['t_small_s'] * 1000:.2f} ms/token, "
             f"t_small/t_large {probe['small_over_large']:.4f}"
         )

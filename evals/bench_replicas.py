@@ -30,7 +30,7 @@ from relaygen_sgl.profile import CueProfile
 from relaygen_sgl.relay import AsyncRelayPair, RelayConfig, RelayError, RelayResult, prepare, run
 from relaygen_sgl.runtime.client import RuntimeClient
 from relaygen_sgl.runtime.pool import RuntimePool, start_pools
-from relaygen_sgl.tiny_models import build_tiny_pair, tiny_profile
+from relaygen_sgl.testing.tiny_models import build_tiny_pair, tiny_profile
 
 ARMS = ("1 replica", "2 replicas")
 

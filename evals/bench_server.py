@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from relaygen_sgl.tiny_models import build_tiny_pair, tiny_profile
+from relaygen_sgl.testing.tiny_models import build_tiny_pair, tiny_profile
 
 QUESTION = [{"role": "user", "content": "What is 12 + 30?"}]
 

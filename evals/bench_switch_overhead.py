@@ -17,7 +17,7 @@ from pathlib import Path
 from relaygen_sgl.pair_args import add_runtime_args, pair_from_args
 from relaygen_sgl.profile import CueProfile
 from relaygen_sgl.relay import RelayConfig, RelayPair, RelayResult, relay_generate
-from relaygen_sgl.tiny_models import build_tiny_pair, tiny_profile
+from relaygen_sgl.testing.tiny_models import build_tiny_pair, tiny_profile
 
 
 def reprefill_per_switch(r: RelayResult) -> list[int]:

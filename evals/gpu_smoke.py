@@ -24,7 +24,7 @@ from relaygen_sgl.launch_options import Speculative, resolve_device
 from relaygen_sgl.profile import CueProfile
 from relaygen_sgl.relay import RelayConfig, RelayPair, relay_generate
 from relaygen_sgl.runtime.pool import RuntimePair
-from relaygen_sgl.tiny_models import build_tiny_pair, tiny_profile
+from relaygen_sgl.testing.tiny_models import build_tiny_pair, tiny_profile
 
 QUESTION = [{"role": "user", "content": "What is 12 + 30?"}]
 

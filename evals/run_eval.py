@@ -30,15 +30,15 @@ from typing import IO, Any
 
 from tqdm import tqdm
 
-from evals.aio import bounded
 from evals.datasets import SPEC_HELP, DatasetError, Problem, load_dataset, unanswered_note
-from evals.grading import THINKING_CHOICES, grade, thinks
 from evals.summary import markdown, plot, summarize
+from relaygen_sgl.concurrency import bounded
+from relaygen_sgl.grading import THINKING_CHOICES, grade, templated_prompts, thinks
 from relaygen_sgl.jsonl import repair_jsonl
 from relaygen_sgl.pair_args import add_pair_args, open_pair, profile_from_args
 from relaygen_sgl.problem_sets import add_field_args, field_kwargs
 from relaygen_sgl.profile import CueProfile
-from relaygen_sgl.relay import MODES, RelayConfig, RelayError, RelayPair, relay_generate_async, roles_used
+from relaygen_sgl.relay import MODES, RelayConfig, RelayError, RelayPair, relay_generate_async
 
 __all__ = ["EvalIncomplete", "PROTOCOLS", "markdown", "run_eval", "summarize"]
 
@@ -82,24 +82,6 @@ def sample_seed(seed: int, i: int, k: int) -> int:
 
 def _key(row: dict[str, Any]) -> tuple[str, str, int]:
     return row["mode"], row["id"], int(row.get("sample", 0))  # rows from before samples are sample 0
-
-
-def templated_prompts(pair: RelayPair) -> Callable[[str, Problem], str]:
-    """The chat-templated prompt a mode's reasoner sees, for ``--thinking auto``."""
-    cache: dict[tuple[str, str], str] = {}
-
-    def prompt(mode: str, p: Problem) -> str:
-        role = roles_used(mode.partition("@")[0])[0]
-        if (role, p.id) not in cache:
-            try:
-                tok = pair.clients[role].tokenizer  # loaded once per client, by the relay already
-                text = tok.apply_chat_template(p.messages(), tokenize=False, add_generation_prompt=True)
-            except (RuntimeError, OSError, ValueError):
-                text = ""  # runtime down: decide from the output alone
-            cache[(role, p.id)] = text
-        return cache[(role, p.id)]
-
-    return prompt
 
 
 def _grade(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from relaygen_sgl.profile import CueProfile, ProfileError
 from relaygen_sgl.relay import (

@@ -56,15 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _subcommands() -> list[Callable[[argparse._SubParsersAction], None]]:
-    """Subcommands defined beside the code they drive.  The demo lives in the repository's evals/
-    folder, which is not installed: ``relaygen demo`` is there when run from a checkout's root."""
+    """Subcommands defined beside the code they drive."""
+    from relaygen_sgl import demo
     from relaygen_sgl.calibration import calibrate
     from relaygen_sgl.serving import app as server
 
-    try:
-        from evals import demo
-    except ImportError:
-        return [calibrate.add_parser, server.add_parser]
     return [calibrate.add_parser, server.add_parser, demo.add_parser]
 
 

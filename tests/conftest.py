@@ -16,8 +16,8 @@ from forcing import Forcing
 from relaygen_sgl.profile import CueProfile
 from relaygen_sgl.runtime.pool import RuntimePair
 from relaygen_sgl.runtime.process import free_port
-from relaygen_sgl.tiny_models import TINY_CUES, TinyPair, build_tiny_pair
-from relaygen_sgl.tiny_models import tiny_profile as make_tiny_profile
+from relaygen_sgl.testing.tiny_models import TINY_CUES, TinyPair, build_tiny_pair
+from relaygen_sgl.testing.tiny_models import tiny_profile as make_tiny_profile
 
 QUESTION = [{"role": "user", "content": "What is 12 + 30?"}]
 
@@ -70,7 +70,7 @@ def shared_relay_server(runtimes, forcing: Forcing, tmp_path_factory: pytest.Tem
 
 @pytest.fixture(scope="session")
 def tiny_profile() -> CueProfile:
-    """The tiny pair's cue profile (its cue list is :data:`relaygen_sgl.tiny_models.TINY_CUES`)."""
+    """The tiny pair's cue profile (its cue list is :data:`relaygen_sgl.testing.tiny_models.TINY_CUES`)."""
     return make_tiny_profile()
 
 

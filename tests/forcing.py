@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from relaygen_sgl.profile import CueProfile
-from relaygen_sgl.tiny_models import tiny_profile
+from relaygen_sgl.testing.tiny_models import tiny_profile
 
 BIAS = 100.0  # OpenAI's limit; a tiny model's logits span far less
 # A DeepSeek-R1 style templated prompt: it opens the think block, so the generation thinks.

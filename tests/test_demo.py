@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import json
 
-from evals.demo import format_speed, legend, render, speed_summary, use_colour
+from relaygen_sgl.demo import format_speed, legend, render, speed_summary, use_colour
 from relaygen_sgl.relay import RelayStats, Segment
 
 SEGMENTS = [

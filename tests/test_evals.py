@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from evals.datasets import load_dataset
-from evals.grading import extract_answer, is_correct
 from evals.run_eval import EvalIncomplete, run_eval, sample_seed
+from relaygen_sgl.grading import extract_answer, is_correct
 from relaygen_sgl.relay import RelayPair, RelayStats
 
 SUMMARY_FIELDS = set(RelayStats(mode="relay", handoff="ids").summary())

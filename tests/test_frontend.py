@@ -13,7 +13,7 @@ from transformers import AutoTokenizer
 from relaygen_sgl import RelayBackend, RelayError, single_model
 from relaygen_sgl.runtime.client import RuntimeClient
 from relaygen_sgl.runtime.process import free_port
-from relaygen_sgl.tiny_models import tiny_profile
+from relaygen_sgl.testing.tiny_models import tiny_profile
 
 PROFILE = tiny_profile()
 QUESTIONS = ["What is 7 + 8?", "What is 21 + 21?", "What is 12 + 30?"]

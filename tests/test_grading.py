@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from evals.grading import answer_part, extract_answer, grade, is_correct, thinks
+from relaygen_sgl.grading import answer_part, extract_answer, grade, is_correct, thinks
 
 R1_PROMPT = "<｜User｜>What is 1+1?<｜Assistant｜><think>\n"  # DeepSeek-R1's template opens the think block
 

@@ -15,9 +15,9 @@ import datasets
 import pytest
 
 from evals.datasets import load_dataset
-from evals.grading import grade
 from relaygen_sgl.calibration.io import CalibrationInputError
 from relaygen_sgl.calibration.io import load_problems as calibration_problems
+from relaygen_sgl.grading import grade
 from relaygen_sgl.problem_sets import DatasetError, Problem, load_problems, unanswered_note
 from relaygen_sgl.runtime.process import free_port
 

@@ -12,7 +12,7 @@ from relaygen_sgl.relay import THINK_END, RelayConfig, RelayError, RelayPair, re
 from relaygen_sgl.relay.machine import CLOSE_THINK
 from relaygen_sgl.runtime.process import process_group_alive
 from relaygen_sgl.runtime.server import SGLangRuntime
-from relaygen_sgl.tiny_models import tiny_profile
+from relaygen_sgl.testing.tiny_models import tiny_profile
 
 TINY_PROFILE = tiny_profile(min_large_tokens=5, max_small_tokens=24)
 

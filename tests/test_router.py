@@ -41,7 +41,7 @@ from relaygen_sgl.runtime.client import RuntimeClient
 from relaygen_sgl.runtime.pool import RuntimePool, start_pools
 from relaygen_sgl.runtime.process import free_port, process_group_alive
 from relaygen_sgl.runtime.workers import rank_workers, router_workers
-from relaygen_sgl.tiny_models import tiny_profile
+from relaygen_sgl.testing.tiny_models import tiny_profile
 
 pytestmark = [
     pytest.mark.skipif(

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from relaygen_sgl.runtime.process import free_port
 from relaygen_sgl.serving.app import create_app
 from relaygen_sgl.serving.service import ServerConfig
-from relaygen_sgl.tiny_models import tiny_profile
+from relaygen_sgl.testing.tiny_models import tiny_profile
 
 
 def test_a_dead_runtime_is_a_503_and_a_log_line(caplog: pytest.LogCaptureFixture) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from relaygen_sgl.tiny_models import BUILD_VERSION, build_tiny_pair
+from relaygen_sgl.testing.tiny_models import BUILD_VERSION, build_tiny_pair
 
 
 def _files(root: Path) -> dict[str, bytes]:

@@ -21,8 +21,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from relaygen_sgl.chat_template import CHATML_TEMPLATE
 from relaygen_sgl.profile import CueProfile
+from relaygen_sgl.testing.chat_template import CHATML_TEMPLATE
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 # Plain added tokens, as in Qwen3: they survive skip_special_tokens in decoded text.

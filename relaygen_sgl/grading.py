@@ -6,21 +6,27 @@ A thinking model's answer is what follows ``</think>``, split off by
 closes its reasoning has no answer part at all (wrong, and flagged truncated).  A model that
 does not think (the default pair's Qwen2.5-Coder never writes ``</think>``) is graded on its
 whole output.  A multiple-choice problem is graded on the letter (``\\boxed{B}``, "the answer is
-(B)"); a problem with no answer is not graded (``correct`` None).
+(B)"); a problem with no answer is not graded (``correct`` None).  The demo and the evals grade
+with it.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from math_verify import parse, verify
 
 from relaygen_sgl import reasoning
 from relaygen_sgl.problem_sets.fields import last_boxed
-from relaygen_sgl.problem_sets.problem import LETTERS
+from relaygen_sgl.problem_sets.problem import LETTERS, Problem
 from relaygen_sgl.reasoning import split_reasoning
+from relaygen_sgl.relay.types import roles_used
+
+if TYPE_CHECKING:
+    from relaygen_sgl.relay import RelayPair
 
 Thinking = Literal["auto", "yes", "no"]
 THINKING_CHOICES: tuple[str, ...] = ("auto", "yes", "no")
@@ -49,6 +55,24 @@ def thinks(setting: Thinking | str, output: str, prompt: str = "") -> bool:
     if setting != "auto":
         return setting == "yes"
     return reasoning.thinks(prompt, output) or split_reasoning(output).closed
+
+
+def templated_prompts(pair: RelayPair) -> Callable[[str, Problem], str]:
+    """The chat-templated prompt a mode's reasoner sees, for ``thinking="auto"``."""
+    cache: dict[tuple[str, str], str] = {}
+
+    def prompt(mode: str, p: Problem) -> str:
+        role = roles_used(mode.partition("@")[0])[0]
+        if (role, p.id) not in cache:
+            try:
+                tok = pair.clients[role].tokenizer  # loaded once per client, by the relay already
+                text = tok.apply_chat_template(p.messages(), tokenize=False, add_generation_prompt=True)
+            except (RuntimeError, OSError, ValueError):
+                text = ""  # runtime down: decide from the output alone
+            cache[(role, p.id)] = text
+        return cache[(role, p.id)]
+
+    return prompt
 
 
 def answer_part(output: str, thinking: bool) -> str | None:

@@ -127,7 +127,7 @@ async def _pass(
 
     from tqdm import tqdm
 
-    from evals.aio import bounded
+    from relaygen_sgl.concurrency import bounded
     from relaygen_sgl.relay import RelayConfig, relay_generate_async
 
     try:
@@ -153,7 +153,7 @@ async def _pass(
 
 def _report(problems: Sequence[Any], relay: Sequence[Any], prompt: Any, colour: bool) -> int:
     """Print each relay output, its writers marked, and its grade; returns how many are right."""
-    from evals.grading import grade, thinks
+    from relaygen_sgl.grading import grade, thinks
 
     print(f"\n{legend(colour)}")
     right = 0
@@ -179,8 +179,7 @@ def _report(problems: Sequence[Any], relay: Sequence[Any], prompt: Any, colour: 
 
 async def _demo(args: argparse.Namespace, pair: Any, problems: Sequence[Any], profile: Any) -> None:
     """Both passes on one event loop; grading on its (main) thread, as math-verify needs."""
-    from evals.grading import grade, thinks
-    from evals.run_eval import templated_prompts
+    from relaygen_sgl.grading import grade, templated_prompts, thinks
 
     colour = use_colour(args.color)
     try:
@@ -220,15 +219,16 @@ def run(args: argparse.Namespace) -> int:
     import asyncio
     from contextlib import ExitStack
 
-    from evals.datasets import load_dataset, unanswered_note
     from relaygen_sgl.default_pair import default_pair
     from relaygen_sgl.model_install import install_default_pair
     from relaygen_sgl.pair_args import open_pair, profile_from_args
-    from relaygen_sgl.problem_sets import field_kwargs
+    from relaygen_sgl.problem_sets import field_kwargs, load_problems, unanswered_note
     from relaygen_sgl.relay import RelayPair
 
     profile = profile_from_args(args)
-    problems = load_dataset(args.dataset, args.problems, **field_kwargs(args))  # DatasetError: one line
+    problems = load_problems(
+        args.dataset, limit=args.problems, **field_kwargs(args)
+    )  # DatasetError: one line
     if note := unanswered_note(problems, args.dataset):
         print(note, file=sys.stderr)
     with ExitStack() as stack:

@@ -1,4 +1,4 @@
-"""The ChatML template that tiny test models carry and text fallbacks use."""
+"""The ChatML template that the tiny test models carry."""
 
 CHATML_TEMPLATE = (
     "{% for message in messages %}"
