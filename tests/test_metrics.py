@@ -87,7 +87,7 @@ def test_counters_move_by_what_the_requests_report(url, forcing):
 
 def test_metrics_answer_while_the_runtimes_are_down_and_show_the_errors(tmp_path: Path):
     dead = [f"http://127.0.0.1:{free_port()}" for _ in range(2)]
-    proc, url = start_relay_server(tmp_path, *dead, "down")
+    proc, url = start_relay_server(tmp_path, *dead, "down", ready=False)
     try:
         first = scrape(url)
         assert first.get_value("relaygen:ready") == 0

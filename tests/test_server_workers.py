@@ -124,7 +124,7 @@ class Forwarder:
 
 def test_health_is_503_until_tokenizers_and_model_info_are_loaded(runtimes, tmp_path: Path):
     small = Forwarder(runtimes.small.url)  # the small runtime is not reachable yet
-    proc, url = start_relay_server(tmp_path, runtimes.large.url, small.url, "late")
+    proc, url = start_relay_server(tmp_path, runtimes.large.url, small.url, "late", ready=False)
     try:
         h = requests.get(f"{url}/health", timeout=30)
         assert h.status_code == 503 and h.json() == {"status": "starting"}
