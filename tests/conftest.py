@@ -75,10 +75,17 @@ def tiny_profile() -> CueProfile:
 
 
 def start_relay_server(
-    tmp_path: Path, large_url: str, small_url: str, name: str, *extra: str, profile: CueProfile | None = None
+    tmp_path: Path,
+    large_url: str,
+    small_url: str,
+    name: str,
+    *extra: str,
+    profile: CueProfile | None = None,
+    ready: bool = True,
 ):
     """`relaygen serve` in front of two runtimes, in its own process group; returns (proc, url).
-    ``profile``: the tiny pair's by default."""
+    ``profile``: the tiny pair's by default.  ``ready``: wait until it has loaded the tokenizers
+    and model info (``/health`` no longer "starting"); pass False when a runtime is down."""
     profile_path = (profile or make_tiny_profile()).save(tmp_path / f"{name}-profile.json")
     port = free_port()
     log = open(tmp_path / f"{name}.log", "wb")  # noqa: SIM115
@@ -116,7 +123,16 @@ def start_relay_server(
         except requests.ConnectionError:
             assert time.monotonic() < deadline, "relay server did not come up"
             time.sleep(0.3)
+    while ready and relay_server_starting(url):
+        assert proc.poll() is None and time.monotonic() < deadline, "relay server never became ready"
+        time.sleep(0.3)
     return proc, url
+
+
+def relay_server_starting(url: str) -> bool:
+    """Whether the relay server is still loading tokenizers and model info (its /health says so)."""
+    h = requests.get(f"{url}/health", timeout=30)
+    return h.status_code == 503 and h.json().get("status") == "starting"
 
 
 def stop_process(proc: subprocess.Popen) -> None:

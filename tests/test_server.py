@@ -147,7 +147,7 @@ def test_openai_client_raises_on_unknown_model(client):
 
 def test_dead_runtime_gives_503_and_server_stays_up(runtimes, tmp_path: Path):
     dead = f"http://127.0.0.1:{free_port()}"
-    proc, url = start_relay_server(tmp_path, runtimes.large.url, dead, "dead")
+    proc, url = start_relay_server(tmp_path, runtimes.large.url, dead, "dead", ready=False)
     try:
         c = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
         with pytest.raises(openai.APIStatusError) as err:

@@ -260,7 +260,9 @@ class AsyncRuntimeClient:
     def _load_tokenizer(self, info: dict[str, Any]) -> Any:
         with self._lock:
             if self._tokenizer is None:
-                from transformers import AutoTokenizer
+                # Not `from transformers import AutoTokenizer`: transformers' lazy top-level module
+                # fails that import when two threads make it at once (two models' first loads).
+                from transformers.models.auto.tokenization_auto import AutoTokenizer
 
                 path = info.get("tokenizer_path") or info["model_path"]
                 self._tokenizer = AutoTokenizer.from_pretrained(path)

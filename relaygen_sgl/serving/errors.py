@@ -36,6 +36,10 @@ class APIError(Exception):
             logger.warning("%s answered %d: %s", where, self.status, self.message)
 
 
+class ClientGone(Exception):
+    """The client disconnected; its relays were cancelled and their runtime calls aborted."""
+
+
 def unavailable(message: str) -> APIError:
     return APIError(503, message, "service_unavailable")
 

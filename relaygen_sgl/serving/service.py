@@ -7,10 +7,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
-from contextlib import suppress
-from dataclasses import dataclass
+from contextlib import AbstractContextManager, suppress
+from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
+from weakref import WeakKeyDictionary
 
 import httpx
 from fastapi import Request
@@ -21,6 +23,7 @@ from relaygen_sgl.relay import (
     AsyncRelayPair,
     Delta,
     Mode,
+    RelayConfig,
     RelayError,
     RelayMachine,
     RelayResult,
@@ -31,13 +34,15 @@ from relaygen_sgl.relay import (
 )
 from relaygen_sgl.relay.request_rules import relay_config
 from relaygen_sgl.runtime.client import RuntimeRequestError
-from relaygen_sgl.serving.errors import APIError, unavailable
+from relaygen_sgl.serving.errors import APIError, ClientGone, unavailable
+from relaygen_sgl.serving.metrics import RelayTrack, ServerMetrics
 from relaygen_sgl.serving.protocol import MODEL_MODES, CompletionTokensDetails, PromptTokensDetails, Usage
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 DISCONNECT_POLL_S = 0.5
 RELAY_ONLY_FIELDS = ("top_cues",)  # request fields the relay reads and a runtime does not know
+WARM_UP_MESSAGES = [{"role": "user", "content": "Ready?"}]
 
 
 @dataclass
@@ -49,15 +54,34 @@ class ServerConfig:
     default_max_tokens: int = 1024
     max_input_tokens: int = 8192
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready (how ``relaygen serve --workers N`` hands it to its worker processes)."""
+        return {**asdict(self), "profile": self.profile.to_dict()}
 
-class ClientGone(Exception):
-    """The client disconnected; its relays were cancelled and their runtime calls aborted."""
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ServerConfig:
+        return cls(**{**data, "profile": CueProfile.from_dict(data["profile"])})
 
 
 class RelayService:
-    def __init__(self, config: ServerConfig) -> None:
+    def __init__(self, config: ServerConfig, metrics: ServerMetrics | None = None) -> None:
         self.config = config
         self.pair = AsyncRelayPair(config.large_url, config.small_url)
+        self.metrics = metrics or ServerMetrics()
+        self.ready = False  # see warm_up
+        self.model_info: dict[str, Any] = {}  # the large model's, read at start-up
+        # Each prepared relay's arrival time and prompt tokens, until it runs.
+        self._arrivals: WeakKeyDictionary[RelayMachine, tuple[float, int]] = WeakKeyDictionary()
+
+    async def warm_up(self) -> None:
+        """Load everything the first request would otherwise wait for (each model's workers,
+        model info and tokenizer, the handoff decision, a chat template rendered): a relay
+        prepared once.  ``ready`` from then on."""
+        config = RelayConfig(max_tokens=1)
+        await prepare(self.pair, config, messages=WARM_UP_MESSAGES, profile=self.config.profile)
+        self.model_info = await self.pair.workers["large"].info_client().model_info()
+        self.ready = True
+        self.metrics.ready.set(1)
 
     def mode_for(self, model: str) -> Mode:
         if model not in MODEL_MODES:
@@ -69,7 +93,24 @@ class RelayService:
             )
         return MODEL_MODES[model]
 
-    async def machine(
+    async def machine(self, view: Mapping[str, Any], *, mode: Mode, **kw: Any) -> RelayMachine:
+        """The relay of one request (``view``: its native ``/generate`` shape, which
+        :func:`~relaygen_sgl.relay.request_rules.direct_reason` let through), ready to run; its
+        templated input is checked against the length limit.  ``kw``: see :meth:`_prepare`."""
+        started = time.perf_counter()
+        try:
+            m, n = await self._prepare(view, mode=mode, **kw)
+        except APIError as e:
+            self.metrics.refused(mode, e)
+            raise
+        self._arrivals[m] = (started, n)
+        return m
+
+    def _track(self, m: RelayMachine) -> AbstractContextManager[RelayTrack]:
+        started, prompt_tokens = self._arrivals.pop(m, (time.perf_counter(), 0))
+        return self.metrics.track(m, started, prompt_tokens)
+
+    async def _prepare(
         self,
         view: Mapping[str, Any],
         *,
@@ -79,10 +120,7 @@ class RelayService:
         chat_template_kwargs: dict[str, Any] | None = None,
         param: str = "messages",
         top_cues: int | None = None,
-    ) -> RelayMachine:
-        """The relay of one request (``view``: its native ``/generate`` shape, which
-        :func:`~relaygen_sgl.relay.request_rules.direct_reason` let through), ready to run; its
-        templated input is checked against the length limit."""
+    ) -> tuple[RelayMachine, int]:
         profile = self.config.profile
         if top_cues is not None:
             try:
@@ -120,16 +158,17 @@ class RelayService:
                 param=param,
                 code="context_length_exceeded",
             )
-        return m
+        return m, n
 
     async def run(self, machines: list[RelayMachine], request: Request) -> list[RelayResult]:
         """Run relays to the end together; a client disconnect cancels them (aborting their
         in-flight runtime calls)."""
 
         async def one(m: RelayMachine) -> RelayResult:
-            async for _ in stream(m, self.pair, streamed=False):
-                pass
-            return m.result()
+            with self._track(m) as track:
+                async for _ in stream(m, self.pair, streamed=False):
+                    pass
+                return track.done(m.result())
 
         return await until_disconnect(asyncio.gather(*(one(m) for m in machines)), request)
 
@@ -140,9 +179,11 @@ class RelayService:
 
         async def pump(i: int, m: RelayMachine) -> None:
             try:
-                async for d in stream(m, self.pair):
-                    queue.put_nowait((i, d))
-                queue.put_nowait((i, m.result()))
+                with self._track(m) as track:
+                    async for d in stream(m, self.pair):
+                        track.token()
+                        queue.put_nowait((i, d))
+                    queue.put_nowait((i, track.done(m.result())))
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # noqa: BLE001 - handed to the consumer, which reports it
@@ -186,12 +227,15 @@ class RelayService:
 
                 if resp.status_code >= 500:
                     logger.warning("the %s runtime answered %d to %s", role, resp.status_code, path)
+                self.metrics.direct(resp.status_code)
                 return StreamingResponse(
                     chunks(), status_code=resp.status_code, media_type="text/event-stream"
                 )
             resp = await http.post(url, json=body)
         except httpx.HTTPError as e:
+            self.metrics.direct(None)
             raise unavailable(f"{role} runtime unavailable: {e}") from e
+        self.metrics.direct(resp.status_code)
         if resp.status_code >= 500:
             logger.warning(
                 "the %s runtime answered %d to %s: %s", role, resp.status_code, path, resp.text[:500]
