@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 
-from relaygen_sgl.demo import format_speed, legend, render, speed_summary, use_colour
+import pytest
+
+from relaygen_sgl.demo import (
+    DEMO_PROBLEMS,
+    format_speed,
+    legend,
+    pick_problems,
+    render,
+    speed_summary,
+    use_colour,
+)
+from relaygen_sgl.problem_sets import DatasetError, load_problems
 from relaygen_sgl.relay import RelayStats, Segment
 
 SEGMENTS = [
@@ -58,6 +70,21 @@ def test_speed_line_from_both_passes():
     assert "speedup 2.0x over the large model alone" in line and "utilization 45.0%" in line
     only = speed_summary(relay, [], 20.0, 0.0)
     assert "speedup" not in only and "speedup" not in format_speed(only, 2)
+
+
+def test_the_demo_runs_its_chosen_problems_unless_told_otherwise():
+    gsm = load_problems("gsm8k")
+
+    def pick(dataset: str = "gsm8k", problems: int | None = None, ids: list[str] | None = None) -> list[str]:
+        args = argparse.Namespace(dataset=dataset, problems=problems, ids=ids)
+        return [p.id for p in pick_problems(gsm, args)]
+
+    assert pick() == list(DEMO_PROBLEMS)
+    assert pick(problems=2) == [gsm[0].id, gsm[1].id]
+    assert pick(ids=["gsm8k-400"]) == ["gsm8k-400"]
+    assert pick(dataset="jsonl:sums.jsonl") == [p.id for p in gsm[:3]]  # another set: its first three
+    with pytest.raises(DatasetError, match="gsm8k has no problem gsm8k-0"):
+        pick(ids=["gsm8k-0"])
 
 
 def test_demo_on_tiny_pair(runtimes, tiny_profile, tmp_path, capsys):
