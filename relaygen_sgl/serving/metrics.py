@@ -58,7 +58,6 @@ class ServerMetrics:
 
     def __init__(self, multiproc: str | None = None) -> None:
         self.multiproc = multiproc
-        self._in_flight = [0, 0]  # this process's requests in flight and their prompt tokens
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(
@@ -158,8 +157,6 @@ class ServerMetrics:
         track = RelayTrack(started)
         self.running.inc()
         self.running_prompt_tokens.inc(prompt)
-        self._in_flight[0] += 1
-        self._in_flight[1] += prompt
         try:
             yield track
         except BaseException as e:
@@ -173,8 +170,6 @@ class ServerMetrics:
         finally:
             self.running.dec()
             self.running_prompt_tokens.dec(prompt)
-            self._in_flight[0] -= 1
-            self._in_flight[1] -= prompt
 
     def completed(self, mode: str, track: RelayTrack) -> None:
         s = track.result.stats  # type: ignore[union-attr]
@@ -193,29 +188,23 @@ class ServerMetrics:
             self.reprefill.observe(max(call.prompt_tokens - call.cached_tokens, 0))
 
     # -- reading ---------------------------------------------------------------------------
-    def exposition(self) -> bytes:
-        """The text format of every metric: this process's, or all worker processes' summed."""
+    def _read(self) -> CollectorRegistry:
+        """This process's registry, or one that sums every worker process's values."""
         if self.multiproc is None:
-            return generate_latest(self.registry)
+            return self.registry
         merged = CollectorRegistry()
         prom_multiprocess.MultiProcessCollector(merged, path=self.multiproc)
-        return generate_latest(merged)
+        return merged
+
+    def exposition(self) -> bytes:
+        """The text format of every metric: this process's, or all worker processes' summed."""
+        return generate_latest(self._read())
 
     def in_flight(self) -> tuple[int, int]:
         """Requests in flight and their prompt tokens, over every worker process."""
-        if self.multiproc is None:
-            return self._in_flight[0], self._in_flight[1]
-        merged = CollectorRegistry()
-        prom_multiprocess.MultiProcessCollector(merged, path=self.multiproc)
-        got = {
-            s.name: s.value
-            for metric in merged.collect()
-            for s in metric.samples
-            if s.name in ("relaygen:num_requests_running", "relaygen:num_running_prompt_tokens")
-        }
-        return int(got.get("relaygen:num_requests_running", 0)), int(
-            got.get("relaygen:num_running_prompt_tokens", 0)
-        )
+        r = self._read()
+        running = r.get_sample_value("relaygen:num_requests_running") or 0
+        return int(running), int(r.get_sample_value("relaygen:num_running_prompt_tokens") or 0)
 
     def process_exit(self) -> None:
         """A worker process stops: its live gauges no longer count."""

@@ -70,8 +70,8 @@ class RelayService:
         self.metrics = metrics or ServerMetrics()
         self.ready = False  # see warm_up
         self.model_info: dict[str, Any] = {}  # the large model's, read at start-up
-        # Each prepared relay's arrival time and prompt tokens, until it runs.
-        self._arrivals: WeakKeyDictionary[RelayMachine, tuple[float, int]] = WeakKeyDictionary()
+        # Each prepared relay's arrival time, until it runs.
+        self._arrivals: WeakKeyDictionary[RelayMachine, float] = WeakKeyDictionary()
 
     async def warm_up(self) -> None:
         """Load everything the first request would otherwise wait for (each model's workers,
@@ -99,16 +99,16 @@ class RelayService:
         templated input is checked against the length limit.  ``kw``: see :meth:`_prepare`."""
         started = time.perf_counter()
         try:
-            m, n = await self._prepare(view, mode=mode, **kw)
+            m = await self._prepare(view, mode=mode, **kw)
         except APIError as e:
             self.metrics.refused(mode, e)
             raise
-        self._arrivals[m] = (started, n)
+        self._arrivals[m] = started
         return m
 
     def _track(self, m: RelayMachine) -> AbstractContextManager[RelayTrack]:
-        started, prompt_tokens = self._arrivals.pop(m, (time.perf_counter(), 0))
-        return self.metrics.track(m, started, prompt_tokens)
+        started = self._arrivals.pop(m, time.perf_counter())
+        return self.metrics.track(m, started, input_tokens(m))
 
     async def _prepare(
         self,
@@ -120,7 +120,7 @@ class RelayService:
         chat_template_kwargs: dict[str, Any] | None = None,
         param: str = "messages",
         top_cues: int | None = None,
-    ) -> tuple[RelayMachine, int]:
+    ) -> RelayMachine:
         profile = self.config.profile
         if top_cues is not None:
             try:
@@ -149,8 +149,7 @@ class RelayService:
             raise unavailable(f"runtime unavailable: {e}") from e
         except (ValueError, TypeError) as e:  # the prompt cannot be rendered (template kwargs, id prompt)
             raise APIError(400, f"Invalid '{param}': {e}", param=param) from e
-        n = max(m.prompt_token_count(role) for role in roles_used(mode))
-        if n > self.config.max_input_tokens:
+        if (n := input_tokens(m)) > self.config.max_input_tokens:
             limit = self.config.max_input_tokens
             raise APIError(
                 400,
@@ -158,7 +157,7 @@ class RelayService:
                 param=param,
                 code="context_length_exceeded",
             )
-        return m, n
+        return m
 
     async def run(self, machines: list[RelayMachine], request: Request) -> list[RelayResult]:
         """Run relays to the end together; a client disconnect cancels them (aborting their
@@ -279,6 +278,11 @@ def relay_fault(e: RelayError) -> APIError:
         logger.info("the %s runtime rejected a relayed request: %s", e.role, e)
         return APIError(400, str(e), param=None, code="runtime_rejected")
     return unavailable(str(e))
+
+
+def input_tokens(m: RelayMachine) -> int:
+    """A relay's input length: its longest prompt over the models it may call."""
+    return max(m.prompt_token_count(role) for role in roles_used(m.config.mode))
 
 
 def usage(results: Sequence[RelayResult], prompts: int = 1) -> Usage:
