@@ -228,33 +228,41 @@ def run_levels(
     return results
 
 
-def long_table(rows: list[dict[str, Any]]) -> str:
-    lines = [
-        "| tokens | route | direct tok/s | relay tok/s | relay / direct | relay CPU µs per token | errors |",
-        "|---:|---|---:|---:|---:|---:|---:|",
+def markdown(head: list[str], rows: list[list[Any]]) -> str:
+    """A markdown table; the first columns (numbers) right-aligned."""
+    align = [
+        "---:" if h in ("tokens", "workers", "streams") or "tok/s" in h or "/" in h else "---" for h in head
     ]
-    for r in rows:
-        lines.append(
-            f"| {r['tokens']} | {r['route']} | {r['direct_tok_s']} | {r['relay_tok_s']} | {r['ratio']} | "
-            f"{r['relay_cpu_us_per_token']} | {r['errors']} |"
-        )
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(align) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
+
+
+def long_table(rows: list[dict[str, Any]]) -> str:
+    head = [
+        "tokens",
+        "route",
+        "direct tok/s",
+        "relay tok/s",
+        "relay / direct",
+        "relay CPU µs per token",
+        "errors",
+    ]
+    keys = ["tokens", "route", "direct_tok_s", "relay_tok_s", "ratio", "relay_cpu_us_per_token", "errors"]
+    return markdown(head, [[r[k] for k in keys] for r in rows])
 
 
 def table(results: list[dict[str, Any]]) -> str:
-    lines = [
-        "| workers | streams | direct tok/s | relay tok/s | relay / direct | TTFT p50 direct / relay (s) | "
-        "TTFT p99 direct / relay (s) | errors direct / relay |",
-        "|---:|---:|---:|---:|---:|---|---|---|",
-    ]
+    head = ["workers", "streams", "direct tok/s", "relay tok/s", "relay / direct"]
+    head += ["TTFT p50 direct / relay (s)", "TTFT p99 direct / relay (s)", "errors direct / relay"]
+    rows = []
     for r in results:
         d, y = r["direct"], r["relay"]
-        lines.append(
-            f"| {r.get('workers', 1)} | {r['concurrency']} | {d['tok_s']} | {y['tok_s']} | {r['ratio']} | "
-            f"{d['ttft_p50_s']} / {y['ttft_p50_s']} | {d['ttft_p99_s']} / {y['ttft_p99_s']} | "
-            f"{d['errors']} / {y['errors']} |"
+        rows.append(
+            [r.get("workers", 1), r["concurrency"], d["tok_s"], y["tok_s"], r["ratio"]]
+            + [f"{d[k]} / {y[k]}" for k in ("ttft_p50_s", "ttft_p99_s", "errors")]
         )
-    return "\n".join(lines) + "\n"
+    return markdown(head, rows)
 
 
 @contextmanager
