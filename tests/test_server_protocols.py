@@ -241,6 +241,8 @@ def test_nothing_leaks_after_load(server, runtimes):
         time.sleep(6)
         with openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0) as c:
             c.chat.completions.create(model="relaygen", messages=QUESTION, max_tokens=4)
+            # A stream too: its first connection starts uvloop's fixed pool of 4 resolver threads.
+            list(c.chat.completions.create(model="relaygen", messages=QUESTION, max_tokens=4, stream=True))
         time.sleep(1)
         return _fds_and_threads(proc.pid)
 
