@@ -252,6 +252,14 @@ def long_table(rows: list[dict[str, Any]]) -> str:
     return markdown(head, [[r[k] for k in keys] for r in rows])
 
 
+def scripted_table(rows: list[dict[str, Any]]) -> str:
+    head = ["upstream", "route"] + [f"{n} tokens: µs/token" for n in sorted({r["tokens"] for r in rows})]
+    lines = {}
+    for r in rows:
+        lines.setdefault((r["upstream"], r["route"]), []).append(r.get("relay_cpu_us_per_token"))
+    return markdown(head, [[u, route, *vals] for (u, route), vals in lines.items()])
+
+
 def table(results: list[dict[str, Any]]) -> str:
     head = ["workers", "streams", "direct tok/s", "relay tok/s", "relay / direct"]
     head += ["TTFT p50 direct / relay (s)", "TTFT p99 direct / relay (s)", "errors direct / relay"]
@@ -263,6 +271,68 @@ def table(results: list[dict[str, Any]]) -> str:
             + [f"{d[k]} / {y[k]}" for k in ("ttft_p50_s", "ttft_p99_s", "errors")]
         )
     return markdown(head, rows)
+
+
+@contextmanager
+def scripted_pair(tiny: Any, cumulative: bool, logs: Path) -> Iterator[tuple[str, str]]:
+    """Two scripted runtimes (:mod:`evals.scripted_runtime`) in place of the tiny pair's."""
+    from relaygen_sgl.runtime.process import free_port, spawn_group, stop_groups, wait_for
+
+    procs, urls = [], []
+    try:
+        for name, model in (("large", tiny.large), ("small", tiny.small)):
+            port = free_port()
+            cmd = [sys.executable, "-m", "evals.scripted_runtime", "--port", str(port), "--model", str(model)]
+            log = logs / f"scripted-{name}.log"
+            procs.append(spawn_group(cmd + (["--cumulative"] if cumulative else []), log))
+            urls.append(f"http://127.0.0.1:{port}")
+            wait_for(
+                procs[-1],
+                _answers(urls[-1]),
+                what=name,
+                until="up",
+                timeout=60,
+                log_path=log,
+                error=RuntimeError,
+            )
+        yield urls[0], urls[1]
+    finally:
+        stop_groups(procs)
+
+
+def _answers(url: str) -> Any:
+    def check() -> bool:
+        try:
+            return httpx.get(f"{url}/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    return check
+
+
+def run_scripted(
+    tiny: Any, profile: Path, lengths: list[int], routes: list[str], out: Path
+) -> list[dict[str, Any]]:
+    """The relay server's CPU per token over scripted runtimes, incremental and cumulative."""
+    rows = []
+    for cumulative in (False, True):
+        upstream = "cumulative" if cumulative else "incremental"
+        with scripted_pair(tiny, cumulative, out / "logs") as (large, small):
+            log = out / "logs" / f"relay-server-scripted-{upstream}.log"
+            with relay_server(large, small, profile, 1, log) as (proc, url):
+                target = Target(url, "relaygen-large-only")
+                asyncio.run(warm_up({"relay": target}, routes))
+                for n in lengths:
+                    for route in routes:
+                        r = asyncio.run(long_stream(route, target, n, 7, proc.pid))
+                        print("scripted", upstream, n, route, r, flush=True)
+                        rows.append({"upstream": upstream, "tokens": n, "route": route} | _pick(r))
+    return rows
+
+
+def _pick(r: dict[str, Any]) -> dict[str, Any]:
+    keys = ("tok_s", "relay_cpu_us_per_token", "chunks", "error")
+    return {k: r[k] for k in keys if k in r}
 
 
 @contextmanager
@@ -310,6 +380,11 @@ def main(argv: list[str] | None = None) -> int:
         default="",
         help="extra SGLang flags for both runtimes (e.g. --incremental-streaming-output)",
     )
+    p.add_argument(
+        "--scripted",
+        action="store_true",
+        help="long streams only, over scripted runtimes (evals/scripted_runtime.py) instead of the tiny pair",
+    )
     p.add_argument("--tiny-dir", default=str(Path.home() / ".cache" / "relaygen" / "tiny"))
     p.add_argument("--out", default="runs/bench_server")
     args = p.parse_args(argv)
@@ -326,6 +401,15 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["SGLANG_ALLOW_OVERWRITE_LONGER_CONTEXT_LEN"] = "1"
     long_rows: list[dict[str, Any]] = []
     results: list[dict[str, Any]] = []
+    if args.scripted:
+        rows = run_scripted(tiny, profile, args.long_tokens, args.routes, out)
+        (out / "bench_server_scripted.json").write_text(
+            json.dumps({"settings": vars(args), "rows": rows}, indent=2)
+        )
+        md = scripted_table(rows)
+        (out / "bench_server_scripted.md").write_text(md)
+        print(md)
+        return 0
     with ExitStack() as stack:
         # Room for 256 streams of prompt + max_tokens, or one long stream, in each KV cache.
         pair = stack.enter_context(

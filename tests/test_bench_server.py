@@ -7,6 +7,8 @@ import subprocess
 import sys
 
 from evals.bench_server import long_table, process_tree_cpu_s, table
+from evals.scripted_runtime import events
+from relaygen_sgl.runtime.client import StreamState
 
 
 def test_process_tree_cpu_counts_the_process_and_its_children() -> None:
@@ -36,3 +38,15 @@ def test_tables_show_every_row() -> None:
     side = {"tok_s": 10.0, "ttft_p50_s": 0.1, "ttft_p99_s": 0.2, "errors": 0}
     rows = table([{"workers": 2, "concurrency": 64, "ratio": 1.0, "direct": side, "relay": side}])
     assert "| 2 | 64 | 10.0 | 10.0 | 1.0 | 0.1 / 0.1 | 0.2 / 0.2 | 0 / 0 |" in rows
+
+
+def test_the_scripted_runtime_streams_what_sglang_does_in_either_form() -> None:
+    """Its events fold, through the relay's own parser, into the same output either way."""
+    outputs = []
+    for cumulative in (False, True):
+        state = StreamState("large")
+        for event in events(5, "r", cumulative):
+            state.feed(event)
+        res = state.result(0.1)
+        outputs.append((res.text, res.output_ids, res.completion_tokens, res.finish_type))
+    assert outputs[0] == outputs[1] == (" w1 w2 w3 w4 w5", [101, 102, 103, 104, 105], 5, "length")
