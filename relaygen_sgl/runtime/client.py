@@ -249,7 +249,7 @@ class AsyncRuntimeClient:
                     sock_connect=self.timeout.connect, sock_read=self.timeout.read
                 )
                 self._streams[loop] = aiohttp.ClientSession(
-                    connector=connector, timeout=timeout, headers=self.headers, trust_env=True
+                    connector=connector, timeout=timeout, headers=self.headers
                 )
             return self._streams[loop]
 
