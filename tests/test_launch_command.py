@@ -45,6 +45,7 @@ def test_cpu_command_has_the_cpu_defaults(model: Path):
     assert _flag(cmd, "--max-total-tokens") == "16384"
     assert _flag(cmd, "--watchdog-timeout") == "3600.0"
     assert "--sleep-on-idle" in cmd
+    assert "--incremental-streaming-output" in cmd  # the relay reads only each token's event
     env = server_env("cpu", {})
     assert env["SGLANG_USE_CPU_ENGINE"] == "1" and env["OMP_NUM_THREADS"] == "1"
 

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import httpx
 import orjson
 
@@ -71,6 +72,9 @@ CONNECT_TIMEOUT_S = 10.0
 # connections are dropped before the server's keep-alive timeout (uvicorn's 5 s), so a
 # request never races the server closing the connection it reuses.
 POOL_LIMITS = httpx.Limits(max_connections=1024, max_keepalive_connections=256, keepalive_expiry=2.0)
+# Streams go over aiohttp: its C parser reads an event for a fraction of what httpx's layers
+# (httpcore, anyio, line decoding) cost, and a relay reads one event per token.
+STREAM_READ_BYTES = 1 << 16
 
 
 def _result(out: dict[str, Any], name: str, latency: float) -> GenerateResult:
@@ -106,40 +110,72 @@ def generate_body(
     return body
 
 
-class _StreamState:
-    """Folds SGLang's streamed chunks into the call's output so far.  SGLang sends the whole
-    output in each chunk by default, only the new part with --incremental-streaming-output;
-    ``completion_tokens`` (always cumulative) tells which."""
+class StreamState:
+    """Folds the bytes of SGLang's streamed ``/generate`` into the call's output so far.
+
+    SGLang sends the whole output in each event by default, only the new part when started
+    with ``--incremental-streaming-output`` (what relaygen starts its runtimes with);
+    ``completion_tokens`` (always cumulative) tells which.  An incremental event costs the same
+    at any length.  A cumulative one is parsed whole, so of several read at once only the last
+    is parsed: it holds the others."""
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.text = ""
         self.ids: list[int] = []
-        self.last: dict[str, Any] = {}
+        self.meta: dict[str, Any] = {}
+        self._buf = b""
 
-    def feed(self, line: str) -> StreamProgress | None:
-        if not line.startswith("data:"):
+    def feed(self, data: bytes) -> StreamProgress | None:
+        """Bytes read from the stream; the output so far when they completed an event."""
+        self._buf += data
+        if b"\r" in self._buf:  # "\r\n" line ends (a proxy's), kept whole across reads
+            self._buf = self._buf.replace(b"\r\n", b"\n")
+        if b"\n\n" not in self._buf:
             return None
-        data = line[5:].strip()
-        if data == "[DONE]":
-            return None
-        out = orjson.loads(data)  # SGLang sends the whole output in every chunk: parse it fast
+        *events, self._buf = self._buf.split(b"\n\n")
+        outs = []
+        for event in reversed(events):
+            if (out := _event(event)) is not None:
+                outs.append(out)
+                if "error" in out or _whole(out):
+                    break  # what came before it does not matter
+        for out in reversed(outs):
+            self._fold(out)
+        return StreamProgress(self.text, self.ids) if outs else None
+
+    def _fold(self, out: dict[str, Any]) -> None:
         if "error" in out:
             raise RuntimeRequestError(f"runtime {self.name!r} failed the request: {out['error']}")
-        ids = list(out.get("output_ids") or [])
-        n = int(out.get("meta_info", {}).get("completion_tokens", len(ids)))
-        if len(ids) >= n:
-            self.ids, self.text = ids, out.get("text") or ""
+        ids, text = out.get("output_ids") or [], out.get("text") or ""
+        if _whole(out):
+            self.ids, self.text = ids, text
         else:
             self.ids += ids
-            self.text += out.get("text") or ""
-        self.last = {**out, "text": self.text, "output_ids": self.ids}
-        return StreamProgress(self.text, self.ids)
+            self.text += text
+        self.meta = out.get("meta_info") or {}
 
     def result(self, latency: float) -> GenerateResult:
-        if not self.last:
+        if not self.meta:
             raise RuntimeUnavailable(f"runtime {self.name!r} closed the stream without output")
-        return _result(self.last, self.name, latency)
+        return _result(
+            {"text": self.text, "output_ids": self.ids, "meta_info": self.meta}, self.name, latency
+        )
+
+
+def _event(event: bytes) -> dict[str, Any] | None:
+    """One server-sent event's JSON data (None for ``[DONE]`` and data-less events)."""
+    for line in event.split(b"\n"):
+        if line.startswith(b"data:"):
+            data = line[5:].strip()
+            return None if data == b"[DONE]" else orjson.loads(data)
+    return None
+
+
+def _whole(out: dict[str, Any]) -> bool:
+    """A cumulative event: it lists every output id so far."""
+    ids = out.get("output_ids") or []
+    return len(ids) >= int(out.get("meta_info", {}).get("completion_tokens", len(ids)))
 
 
 class AsyncRuntimeClient:
@@ -163,6 +199,7 @@ class AsyncRuntimeClient:
         self.timeout = httpx.Timeout(timeout_s, connect=min(CONNECT_TIMEOUT_S, timeout_s))
         self.headers = dict(headers or {})
         self._http: dict[asyncio.AbstractEventLoop, httpx.AsyncClient] = {}
+        self._streams: dict[asyncio.AbstractEventLoop, aiohttp.ClientSession] = {}
         self._lock = threading.Lock()
         self._model_info: dict[str, Any] | None = None
         self._tokenizer: Any = None
@@ -197,20 +234,39 @@ class AsyncRuntimeClient:
                 )
             return self._http[loop]
 
+    @property
+    def streams(self) -> aiohttp.ClientSession:
+        """The running loop's pooled connections for streamed calls."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            for old in [lp for lp in self._streams if lp.is_closed()]:
+                _forget(self._streams.pop(old))
+            if loop not in self._streams:
+                connector = aiohttp.TCPConnector(
+                    limit=POOL_LIMITS.max_connections or 0, keepalive_timeout=POOL_LIMITS.keepalive_expiry
+                )
+                timeout = aiohttp.ClientTimeout(
+                    sock_connect=self.timeout.connect, sock_read=self.timeout.read
+                )
+                self._streams[loop] = aiohttp.ClientSession(
+                    connector=connector, timeout=timeout, headers=self.headers
+                )
+            return self._streams[loop]
+
     def _unavailable(self, e: Exception) -> RuntimeUnavailable:
         self._stale = True  # it may come back with another model
         why = f"{type(e).__name__}: {e}"
         return RuntimeUnavailable(f"runtime {self.name!r} at {self.url} is not answering ({why})")
 
-    def _check(self, resp: httpx.Response, body: str) -> None:
-        if resp.status_code >= 500:
+    def _check(self, status: int, body: str) -> None:
+        if status >= 500:
             self._stale = True
             raise RuntimeUnavailable(
-                f"runtime {self.name!r} at {self.url} failed with HTTP {resp.status_code}: {body[:500]}"
+                f"runtime {self.name!r} at {self.url} failed with HTTP {status}: {body[:500]}"
             )
-        if resp.status_code >= 400:
+        if status >= 400:
             raise RuntimeRequestError(
-                f"runtime {self.name!r} rejected the request with HTTP {resp.status_code}: {body[:500]}"
+                f"runtime {self.name!r} rejected the request with HTTP {status}: {body[:500]}"
             )
 
     async def request(self, method: str, path: str, **kw: Any) -> httpx.Response:
@@ -229,7 +285,7 @@ class AsyncRuntimeClient:
                     raise self._unavailable(e) from e
             except httpx.HTTPError as e:
                 raise self._unavailable(e) from e
-        self._check(resp, resp.text)
+        self._check(resp.status_code, resp.text)
         return resp
 
     # -- model info and tokenizer ----------------------------------------------------------
@@ -294,16 +350,17 @@ class AsyncRuntimeClient:
 
     async def stream(self, body: dict[str, Any]) -> AsyncIterator[StreamProgress | GenerateResult]:
         """Streamed ``/generate``: progress chunks, then the GenerateResult."""
-        t0, state = time.perf_counter(), _StreamState(self.name)
+        t0, state = time.perf_counter(), StreamState(self.name)
+        data = orjson.dumps({**body, "stream": True})
+        headers = {"Content-Type": "application/json"}
         try:
-            body = {**body, "stream": True}
-            async with self.http.stream("POST", f"{self.url}/generate", json=body) as resp:
-                if resp.status_code >= 400:
-                    self._check(resp, (await resp.aread()).decode(errors="replace"))
-                async for line in resp.aiter_lines():
-                    if (p := state.feed(line)) is not None:
+            async with self.streams.post(f"{self.url}/generate", data=data, headers=headers) as resp:
+                if resp.status >= 400:
+                    self._check(resp.status, (await resp.read()).decode(errors="replace"))
+                async for chunk in resp.content.iter_chunked(STREAM_READ_BYTES):
+                    if (p := state.feed(chunk)) is not None:
                         yield p
-        except httpx.HTTPError as e:
+        except (aiohttp.ClientError, asyncio.TimeoutError) as e:
             raise self._unavailable(e) from e
         yield state.result(time.perf_counter() - t0)
 
@@ -324,13 +381,25 @@ class AsyncRuntimeClient:
 
     async def aclose(self) -> None:
         """Close the running loop's connections (other loops' go with their loop)."""
+        loop = asyncio.get_running_loop()
         with self._lock:
-            http = self._http.pop(asyncio.get_running_loop(), None)
+            http, streams = self._http.pop(loop, None), self._streams.pop(loop, None)
         if http is not None:
             await http.aclose()
+        if streams is not None:
+            await streams.close()
 
     def __repr__(self) -> str:
         return f"AsyncRuntimeClient({self.name!r}, {self.url})"
+
+
+def _forget(session: aiohttp.ClientSession) -> None:
+    """Drop a session whose loop has closed (its connections went with the loop) without the
+    warning aiohttp gives an unclosed session: there is nothing left to await."""
+    connector = session.connector
+    session.detach()
+    if connector is not None:
+        connector._close()  # marks it closed; its loop is gone, so it touches no transport
 
 
 class RuntimeClient:

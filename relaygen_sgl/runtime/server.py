@@ -109,6 +109,9 @@ class SGLangRuntime:
             "--device",
             self.device,
             "--skip-server-warmup",
+            # Each streamed event holds only the new tokens: the relay's cost per token then
+            # stays the same at any length (a whole-output event is parsed whole).
+            "--incremental-streaming-output",
         ]
         if self.dtype:
             cmd += ["--dtype", self.dtype]

@@ -20,7 +20,7 @@ from relaygen_sgl.relay.request_rules import direct_reason, meta_info
 from relaygen_sgl.runtime.client import RuntimeRequestError, RuntimeUnavailable
 from relaygen_sgl.serving.errors import APIError, unavailable
 from relaygen_sgl.serving.protocol import GenerateRequest, new_id
-from relaygen_sgl.serving.service import SSE_DONE, RelayService, relay_fault, sse, sse_error
+from relaygen_sgl.serving.service import SSE_DONE, ChunkTemplate, RelayService, relay_fault, sse, sse_error
 
 
 def _out(r: RelayResult, rid: str) -> dict[str, Any]:
@@ -47,24 +47,27 @@ async def generate(
     return _out(r, rid)
 
 
-async def _stream(service: RelayService, m: RelayMachine, rid: str) -> AsyncIterator[str]:
+async def _stream(service: RelayService, m: RelayMachine, rid: str) -> AsyncIterator[bytes]:
     """SGLang's streaming format: each chunk holds the whole text so far."""
     text = ""
+    templates: dict[str, ChunkTemplate] = {}
     try:
         async for _, item in service.merged([m]):
             if isinstance(item, RelayResult):
                 yield sse(_out(item, rid))
-            else:
-                text += item.text
-                yield sse(
-                    {
-                        "text": text,
-                        "meta_info": {"id": rid, "finish_reason": None, "relaygen_model": item.role},
-                    }
-                )
+                continue
+            text += item.text
+            if item.role not in templates:
+                templates[item.role] = _progress_template(rid, item.role)
+            yield templates[item.role].fill(text)
     except Exception as e:  # noqa: BLE001 - reported on the stream
         yield sse_error(e)
     yield SSE_DONE
+
+
+def _progress_template(rid: str, role: str) -> ChunkTemplate:
+    meta = {"id": rid, "finish_reason": None, "relaygen_model": role}
+    return ChunkTemplate.of(lambda t: {"text": t, "meta_info": meta})
 
 
 async def model_info(service: RelayService) -> dict[str, Any]:

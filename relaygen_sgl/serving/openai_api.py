@@ -41,6 +41,7 @@ from relaygen_sgl.serving.protocol import (
 )
 from relaygen_sgl.serving.service import (
     SSE_DONE,
+    ChunkTemplate,
     RelayService,
     relay_fault,
     sse,
@@ -97,12 +98,23 @@ async def chat(service: RelayService, req: ChatCompletionRequest, request: Reque
 
 async def _chat_stream(
     service: RelayService, req: ChatCompletionRequest, machines: list[RelayMachine], rid: str
-) -> AsyncIterator[str]:
+) -> AsyncIterator[bytes]:
     created = now()
 
-    def chunk(i: int, delta: DeltaMessage, finish: str | None = None, **extra: Any) -> str:
+    def chunk(i: int, delta: DeltaMessage, finish: str | None = None, **extra: Any) -> bytes:
         choice = ChatStreamChoice(index=i, delta=delta, finish_reason=finish)
         return sse(ChatCompletionChunk(id=rid, created=created, model=req.model, choices=[choice], **extra))
+
+    templates: dict[tuple[int, str, str | None], ChunkTemplate] = {}
+
+    def text_chunk(i: int, field: str, text: str, role: str | None) -> bytes:
+        """A token's chunk, filled into the event of its choice, field and model."""
+        key = (i, field, role)
+        if key not in templates:
+            templates[key] = ChunkTemplate.of(
+                lambda t: chunk(i, _delta(field, t, role, req.separate_reasoning))
+            )
+        return templates[key].fill(text)
 
     splitters = [ReasoningStream(thinking=m.thinking or None) for m in machines]
     results: dict[int, RelayResult] = {}
@@ -118,7 +130,7 @@ async def _chat_stream(
                 continue
             pieces = splitters[i].feed(item.text) if req.separate_reasoning else [("answer", item.text)]
             for field, text in pieces:
-                yield chunk(i, _delta(field, text, item.role, req.separate_reasoning))
+                yield text_chunk(i, field, text, item.role)
     except Exception as e:  # noqa: BLE001 - reported on the stream, as OpenAI does
         yield sse_error(e)
     else:
@@ -175,12 +187,20 @@ def _echo(req: CompletionRequest, m: RelayMachine) -> str:
 
 async def _completion_stream(
     service: RelayService, req: CompletionRequest, machines: list[RelayMachine], rid: str, n_prompts: int
-) -> AsyncIterator[str]:
+) -> AsyncIterator[bytes]:
     created = now()
 
-    def chunk(i: int, text: str, finish: str | None = None, role: str | None = None, **extra: Any) -> str:
+    def chunk(i: int, text: str, finish: str | None = None, role: str | None = None, **extra: Any) -> bytes:
         choice = CompletionChoice(index=i, text=text, finish_reason=finish, relaygen_model=role)
         return sse(CompletionResponse(id=rid, created=created, model=req.model, choices=[choice], **extra))
+
+    templates: dict[tuple[int, str], ChunkTemplate] = {}
+
+    def text_chunk(i: int, text: str, role: str) -> bytes:
+        """A token's chunk, filled into the event of its choice and model."""
+        if (i, role) not in templates:
+            templates[i, role] = ChunkTemplate.of(lambda t: chunk(i, t, role=role))
+        return templates[i, role].fill(text)
 
     results: dict[int, RelayResult] = {}
     try:
@@ -192,7 +212,7 @@ async def _completion_stream(
                 results[i] = item
                 yield chunk(i, "", _finish(item), relaygen=item.stats.summary())
             else:
-                yield chunk(i, item.text, role=item.role)
+                yield text_chunk(i, item.text, item.role)
     except Exception as e:  # noqa: BLE001 - reported on the stream, as OpenAI does
         yield sse_error(e)
     else:
