@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
+import logging
+import warnings
 
 import pytest
 
@@ -58,3 +61,19 @@ def test_a_runtime_that_keeps_dropping_is_reported_unavailable_by_name() -> None
         assert len(seen) == 2  # one repeat, no more
 
     asyncio.run(go())
+
+
+def test_a_client_used_under_a_closed_loop_is_dropped_without_an_unclosed_session_warning(caplog):
+    """asyncio.run() closes its loop; the stream session made there has nothing left to close."""
+    clients = [AsyncRuntimeClient("http://127.0.0.1:9", "gone")]
+
+    async def touch() -> None:
+        assert clients[0].streams is clients[0].streams  # one session per loop
+
+    asyncio.run(touch())
+    with caplog.at_level(logging.ERROR, logger="asyncio"), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        clients.clear()
+        gc.collect()
+    assert not [r for r in caplog.records if "Unclosed client session" in r.getMessage()]
+    assert not [w for w in caught if "Unclosed client session" in str(w.message)]

@@ -389,6 +389,13 @@ class AsyncRuntimeClient:
         if streams is not None:
             await streams.close()
 
+    def __del__(self) -> None:
+        # Sessions of loops that have closed (an asyncio.run() that used this client) hold
+        # nothing left to close; drop them quietly instead of aiohttp's unclosed-session warning.
+        for loop, session in list(getattr(self, "_streams", {}).items()):
+            if loop.is_closed():
+                _forget(session)
+
     def __repr__(self) -> str:
         return f"AsyncRuntimeClient({self.name!r}, {self.url})"
 
