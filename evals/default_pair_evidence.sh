@@ -37,7 +37,7 @@ for step in $STEPS; do
     2) points=()
        for k in $TOP_CUES; do points+=("relay@$k" "random_switch@$k"); done
        $PY -m evals.run_eval "${pair[@]}" --dataset gsm8k --limit 50 --max-tokens 512 --concurrency 10 \
-         --modes "${points[@]}" --out "$OUT/gsm8k100"
+         --modes "${points[@]}" --out "$OUT/gsm8k100" --summary-name operating_points
        $PY -m evals.frontier "$OUT/gsm8k100" --dataset gsm8k --limit 50 ;;
     3) $PY -m evals.bench_latency "${pair[@]}" --dataset gsm8k --problems 5 --runs 3 --max-tokens 512 \
          --out "$OUT/latency" ;;

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -241,8 +242,12 @@ def run_eval(
     throughput: bool = False,
     dataset: str | None = None,
     ignore_eos: bool = False,
+    summary_name: str = "summary",
 ) -> dict[str, Any]:
     """Evaluate ``modes`` on ``problems``; options left None take the protocol's values.
+
+    ``summary_name``: the stem of the summary files, so runs of other modes into the same folder
+    (operating points beside the main modes) keep each other's summaries.
 
     ``ignore_eos``: every generation runs to ``max_tokens`` (a fixed amount of work per problem,
     for load and throughput measurements; the answers mean little then).
@@ -309,9 +314,10 @@ def run_eval(
         "large_model": profile.large_model,
         "small_model": profile.small_model,
     }
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    (out_dir / "summary.md").write_text(markdown(summary))
-    plot(summary, out_dir / "accuracy_vs_speedup.png")
+    (out_dir / f"{summary_name}.json").write_text(json.dumps(summary, indent=2))
+    (out_dir / f"{summary_name}.md").write_text(markdown(summary))
+    prefix = "" if summary_name == "summary" else f"{summary_name}_"
+    plot(summary, out_dir / f"{prefix}accuracy_vs_speedup.png")
     return summary
 
 
@@ -367,7 +373,14 @@ def main(argv: list[str] | None = None) -> int:
         help="generate --max-tokens tokens every time, wherever the model would stop (load tests)",
     )
     p.add_argument("--out", default="runs/eval")
+    p.add_argument(
+        "--summary-name",
+        default="summary",
+        help="stem of the summary files in --out (another name keeps an earlier run's summary there)",
+    )
     args = p.parse_args(argv)
+    if not re.fullmatch(r"[\w.-]+", args.summary_name):
+        p.error(f"--summary-name must be a plain file name stem, got {args.summary_name!r}")
     try:
         profile = profile_from_args(args)
         for label in args.modes:
@@ -403,6 +416,7 @@ def main(argv: list[str] | None = None) -> int:
                 throughput=args.throughput,
                 dataset=args.dataset,
                 ignore_eos=args.ignore_eos,
+                summary_name=args.summary_name,
             )
         except EvalIncomplete as e:
             print(f"run_eval: {e}", file=sys.stderr)

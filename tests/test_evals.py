@@ -94,6 +94,13 @@ def test_eval_pipeline_on_three_problems(runtimes, tiny_profile, tmp_path: Path)
     again = run_eval(problems, **kw)
     assert (out / "results.jsonl").read_text().splitlines() == lines
     assert again["modes"] == summary["modes"]
+    # A run of some modes under another summary name (nothing new to run) keeps this summary.
+    before = (out / "summary.md").read_text()
+    some = run_eval(problems, **{**kw, "modes": ["relay"]}, summary_name="points")
+    assert [r["mode"] for r in some["modes"]] == ["relay"]
+    assert (out / "summary.md").read_text() == before
+    assert (out / "points.md").read_text().startswith("| mode |")
+    assert (out / "points_accuracy_vs_speedup.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_eval_keeps_going_when_a_runtime_is_down_and_a_rerun_fills_the_gaps(
