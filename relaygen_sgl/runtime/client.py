@@ -74,7 +74,6 @@ CONNECT_TIMEOUT_S = 10.0
 POOL_LIMITS = httpx.Limits(max_connections=1024, max_keepalive_connections=256, keepalive_expiry=2.0)
 # Streams go over aiohttp: its C parser reads an event for a fraction of what httpx's layers
 # (httpcore, anyio, line decoding) cost, and a relay reads one event per token.
-STREAM_READ_BYTES = 1 << 16
 
 
 def _result(out: dict[str, Any], name: str, latency: float) -> GenerateResult:
@@ -128,27 +127,33 @@ class StreamState:
 
     def feed(self, data: bytes) -> StreamProgress | None:
         """Bytes read from the stream; the output so far when they completed an event."""
-        self._buf += data
-        if b"\r" in self._buf:  # "\r\n" line ends (a proxy's), kept whole across reads
-            self._buf = self._buf.replace(b"\r\n", b"\n")
-        if b"\n\n" not in self._buf:
+        buf = self._buf + data if self._buf else data
+        if b"\r" in buf:  # "\r\n" line ends (a proxy's), kept whole across reads
+            buf = buf.replace(b"\r\n", b"\n")
+        *events, self._buf = buf.split(b"\n\n")
+        if not events:
             return None
-        *events, self._buf = self._buf.split(b"\n\n")
+        if len(events) == 1:  # the usual read: one event, one token
+            out = _event(events[0])
+            if out is None:
+                return None
+            self._fold(out, _whole(out))
+            return StreamProgress(self.text, self.ids)
         outs = []
         for event in reversed(events):
             if (out := _event(event)) is not None:
-                outs.append(out)
-                if "error" in out or _whole(out):
+                outs.append((out, whole := _whole(out)))
+                if "error" in out or whole:
                     break  # what came before it does not matter
-        for out in reversed(outs):
-            self._fold(out)
+        for out, whole in reversed(outs):
+            self._fold(out, whole)
         return StreamProgress(self.text, self.ids) if outs else None
 
-    def _fold(self, out: dict[str, Any]) -> None:
+    def _fold(self, out: dict[str, Any], whole: bool) -> None:
         if "error" in out:
             raise RuntimeRequestError(f"runtime {self.name!r} failed the request: {out['error']}")
         ids, text = out.get("output_ids") or [], out.get("text") or ""
-        if _whole(out):
+        if whole:
             self.ids, self.text = ids, text
         else:
             self.ids += ids
@@ -165,6 +170,9 @@ class StreamState:
 
 def _event(event: bytes) -> dict[str, Any] | None:
     """One server-sent event's JSON data (None for ``[DONE]`` and data-less events)."""
+    if event.startswith(b"data:") and b"\n" not in event:  # SGLang's: one data line
+        data = event[5:].strip()
+        return None if data == b"[DONE]" else orjson.loads(data)
     for line in event.split(b"\n"):
         if line.startswith(b"data:"):
             data = line[5:].strip()
@@ -175,7 +183,8 @@ def _event(event: bytes) -> dict[str, Any] | None:
 def _whole(out: dict[str, Any]) -> bool:
     """A cumulative event: it lists every output id so far."""
     ids = out.get("output_ids") or []
-    return len(ids) >= int(out.get("meta_info", {}).get("completion_tokens", len(ids)))
+    meta = out.get("meta_info")
+    return len(ids) >= int(meta.get("completion_tokens", len(ids)) if meta else len(ids))
 
 
 class AsyncRuntimeClient:
@@ -357,7 +366,9 @@ class AsyncRuntimeClient:
             async with self.streams.post(f"{self.url}/generate", data=data, headers=headers) as resp:
                 if resp.status >= 400:
                     self._check(resp.status, (await resp.read()).decode(errors="replace"))
-                async for chunk in resp.content.iter_chunked(STREAM_READ_BYTES):
+                content = resp.content
+                # Whatever has arrived, in one read: events that came together are folded together.
+                while chunk := await content.readany():
                     if (p := state.feed(chunk)) is not None:
                         yield p
         except (aiohttp.ClientError, asyncio.TimeoutError) as e:

@@ -175,13 +175,17 @@ class RelayService:
         """Every relay's deltas as they come, tagged with its index, then its result.  Closing
         this iterator (a client disconnect) cancels all of them."""
         if len(machines) == 1:  # one relay: read it directly, no task and queue hop per token
-            deltas = stream(machines[0], self.pair)
-            try:
-                async for d in deltas:
-                    yield 0, d
-            finally:
-                await deltas.aclose()  # aborts the call in flight when the stream ends early
-            yield 0, machines[0].result()
+            m = machines[0]
+            with self._track(m) as track:
+                deltas = stream(m, self.pair)
+                try:
+                    async for d in deltas:
+                        track.token()
+                        yield 0, d
+                finally:
+                    await deltas.aclose()  # aborts the call in flight when the stream ends early
+                result = track.done(m.result())
+            yield 0, result
             return
         queue: asyncio.Queue[tuple[int, Delta | RelayResult | BaseException | None]] = asyncio.Queue()
 
