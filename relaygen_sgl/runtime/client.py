@@ -130,35 +130,36 @@ class StreamState:
         buf = self._buf + data if self._buf else data
         if b"\r" in buf:  # "\r\n" line ends (a proxy's), kept whole across reads
             buf = buf.replace(b"\r\n", b"\n")
-        *events, self._buf = buf.split(b"\n\n")
-        if not events:
+        end = buf.find(b"\n")
+        if end < 0:
+            self._buf = buf
             return None
-        if len(events) == 1:  # the usual read: one event, one token
-            out = _event(events[0])
-            if out is None:
-                return None
-            self._fold(out, _whole(out))
+        # The usual read: one whole event of one data line.
+        if end + 2 == len(buf) and buf.endswith(b"\n\n") and buf.startswith(b"data: {"):
+            self._buf = b""
+            self._fold(orjson.loads(buf[6:end]))
             return StreamProgress(self.text, self.ids)
+        *events, self._buf = buf.split(b"\n\n")
         outs = []
         for event in reversed(events):
             if (out := _event(event)) is not None:
-                outs.append((out, whole := _whole(out)))
-                if "error" in out or whole:
+                outs.append(out)
+                if "error" in out or _whole(out):
                     break  # what came before it does not matter
-        for out, whole in reversed(outs):
-            self._fold(out, whole)
+        for out in reversed(outs):
+            self._fold(out)
         return StreamProgress(self.text, self.ids) if outs else None
 
-    def _fold(self, out: dict[str, Any], whole: bool) -> None:
+    def _fold(self, out: dict[str, Any]) -> None:
         if "error" in out:
             raise RuntimeRequestError(f"runtime {self.name!r} failed the request: {out['error']}")
-        ids, text = out.get("output_ids") or [], out.get("text") or ""
-        if whole:
+        ids, text, meta = out.get("output_ids") or [], out.get("text") or "", out.get("meta_info") or {}
+        if len(ids) >= int(meta.get("completion_tokens", len(ids))):  # cumulative: the whole output
             self.ids, self.text = ids, text
         else:
             self.ids += ids
             self.text += text
-        self.meta = out.get("meta_info") or {}
+        self.meta = meta
 
     def result(self, latency: float) -> GenerateResult:
         if not self.meta:
@@ -170,9 +171,6 @@ class StreamState:
 
 def _event(event: bytes) -> dict[str, Any] | None:
     """One server-sent event's JSON data (None for ``[DONE]`` and data-less events)."""
-    if event.startswith(b"data:") and b"\n" not in event:  # SGLang's: one data line
-        data = event[5:].strip()
-        return None if data == b"[DONE]" else orjson.loads(data)
     for line in event.split(b"\n"):
         if line.startswith(b"data:"):
             data = line[5:].strip()
@@ -183,8 +181,7 @@ def _event(event: bytes) -> dict[str, Any] | None:
 def _whole(out: dict[str, Any]) -> bool:
     """A cumulative event: it lists every output id so far."""
     ids = out.get("output_ids") or []
-    meta = out.get("meta_info")
-    return len(ids) >= int(meta.get("completion_tokens", len(ids)) if meta else len(ids))
+    return len(ids) >= int((out.get("meta_info") or {}).get("completion_tokens", len(ids)))
 
 
 class AsyncRuntimeClient:

@@ -182,6 +182,9 @@ class RelayService:
                     async for d in deltas:
                         track.token()
                         yield 0, d
+                        break
+                    async for d in deltas:  # the rest: nothing to time per token
+                        yield 0, d
                 finally:
                     await deltas.aclose()  # aborts the call in flight when the stream ends early
                 result = track.done(m.result())
