@@ -352,6 +352,17 @@ class ChunkTemplate:
     def fill(self, text: str) -> bytes:
         return self.head + orjson.dumps(text) + self.tail
 
+    def fill_escaped(self, escaped: bytes | bytearray) -> bytes:
+        """:meth:`fill` with a text already escaped (:func:`json_escaped`): a text that grows
+        need not be escaped again whole per chunk."""
+        return b"".join((self.head, b'"', escaped, b'"', self.tail))
+
+
+def json_escaped(text: str) -> bytes:
+    """``text`` as the inside of a JSON string.  Escaping goes character by character, so the
+    escapes of two texts joined are the escape of the two joined."""
+    return orjson.dumps(text)[1:-1]
+
 
 def sse_error(e: Exception) -> bytes:
     """An error that ended a stream, as its last event (and in the log, when it is a 5xx)."""
