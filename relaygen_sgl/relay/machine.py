@@ -527,7 +527,11 @@ def _partial_tail(text: str, markers: Sequence[str]) -> int:
     """Length of the longest suffix of ``text`` that is a proper prefix of a marker."""
     best = 0
     for m in markers:
-        for n in range(min(len(m) - 1, len(text)), best, -1):
+        longest = min(len(m) - 1, len(text))
+        # Such a suffix starts with the marker's first character: most texts end without one.
+        if longest <= best or m[0] not in text[len(text) - longest :]:
+            continue
+        for n in range(longest, best, -1):
             if text.endswith(m[:n]):
                 best = n
                 break

@@ -74,7 +74,6 @@ CONNECT_TIMEOUT_S = 10.0
 POOL_LIMITS = httpx.Limits(max_connections=1024, max_keepalive_connections=256, keepalive_expiry=2.0)
 # Streams go over aiohttp: its C parser reads an event for a fraction of what httpx's layers
 # (httpcore, anyio, line decoding) cost, and a relay reads one event per token.
-STREAM_READ_BYTES = 1 << 16
 
 
 def _result(out: dict[str, Any], name: str, latency: float) -> GenerateResult:
@@ -128,12 +127,19 @@ class StreamState:
 
     def feed(self, data: bytes) -> StreamProgress | None:
         """Bytes read from the stream; the output so far when they completed an event."""
-        self._buf += data
-        if b"\r" in self._buf:  # "\r\n" line ends (a proxy's), kept whole across reads
-            self._buf = self._buf.replace(b"\r\n", b"\n")
-        if b"\n\n" not in self._buf:
+        buf = self._buf + data if self._buf else data
+        if b"\r" in buf:  # "\r\n" line ends (a proxy's), kept whole across reads
+            buf = buf.replace(b"\r\n", b"\n")
+        end = buf.find(b"\n")
+        if end < 0:
+            self._buf = buf
             return None
-        *events, self._buf = self._buf.split(b"\n\n")
+        # The usual read: one whole event of one data line.
+        if end + 2 == len(buf) and buf.endswith(b"\n\n") and buf.startswith(b"data: {"):
+            self._buf = b""
+            self._fold(orjson.loads(buf[6:end]))
+            return StreamProgress(self.text, self.ids)
+        *events, self._buf = buf.split(b"\n\n")
         outs = []
         for event in reversed(events):
             if (out := _event(event)) is not None:
@@ -147,13 +153,13 @@ class StreamState:
     def _fold(self, out: dict[str, Any]) -> None:
         if "error" in out:
             raise RuntimeRequestError(f"runtime {self.name!r} failed the request: {out['error']}")
-        ids, text = out.get("output_ids") or [], out.get("text") or ""
-        if _whole(out):
+        ids, text, meta = out.get("output_ids") or [], out.get("text") or "", out.get("meta_info") or {}
+        if len(ids) >= int(meta.get("completion_tokens", len(ids))):  # cumulative: the whole output
             self.ids, self.text = ids, text
         else:
             self.ids += ids
             self.text += text
-        self.meta = out.get("meta_info") or {}
+        self.meta = meta
 
     def result(self, latency: float) -> GenerateResult:
         if not self.meta:
@@ -175,7 +181,7 @@ def _event(event: bytes) -> dict[str, Any] | None:
 def _whole(out: dict[str, Any]) -> bool:
     """A cumulative event: it lists every output id so far."""
     ids = out.get("output_ids") or []
-    return len(ids) >= int(out.get("meta_info", {}).get("completion_tokens", len(ids)))
+    return len(ids) >= int((out.get("meta_info") or {}).get("completion_tokens", len(ids)))
 
 
 class AsyncRuntimeClient:
@@ -357,7 +363,9 @@ class AsyncRuntimeClient:
             async with self.streams.post(f"{self.url}/generate", data=data, headers=headers) as resp:
                 if resp.status >= 400:
                     self._check(resp.status, (await resp.read()).decode(errors="replace"))
-                async for chunk in resp.content.iter_chunked(STREAM_READ_BYTES):
+                content = resp.content
+                # Whatever has arrived, in one read: events that came together are folded together.
+                while chunk := await content.readany():
                     if (p := state.feed(chunk)) is not None:
                         yield p
         except (aiohttp.ClientError, asyncio.TimeoutError) as e:

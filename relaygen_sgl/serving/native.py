@@ -20,7 +20,15 @@ from relaygen_sgl.relay.request_rules import direct_reason, meta_info
 from relaygen_sgl.runtime.client import RuntimeRequestError, RuntimeUnavailable
 from relaygen_sgl.serving.errors import APIError, unavailable
 from relaygen_sgl.serving.protocol import GenerateRequest, new_id
-from relaygen_sgl.serving.service import SSE_DONE, ChunkTemplate, RelayService, relay_fault, sse, sse_error
+from relaygen_sgl.serving.service import (
+    SSE_DONE,
+    ChunkTemplate,
+    RelayService,
+    json_escaped,
+    relay_fault,
+    sse,
+    sse_error,
+)
 
 
 def _out(r: RelayResult, rid: str) -> dict[str, Any]:
@@ -49,17 +57,17 @@ async def generate(
 
 async def _stream(service: RelayService, m: RelayMachine, rid: str) -> AsyncIterator[bytes]:
     """SGLang's streaming format: each chunk holds the whole text so far."""
-    text = ""
+    text = bytearray()  # the text so far, JSON-escaped: each token's escape is appended once
     templates: dict[str, ChunkTemplate] = {}
     try:
         async for _, item in service.merged([m]):
             if isinstance(item, RelayResult):
                 yield sse(_out(item, rid))
                 continue
-            text += item.text
+            text += json_escaped(item.text)
             if item.role not in templates:
                 templates[item.role] = _progress_template(rid, item.role)
-            yield templates[item.role].fill(text)
+            yield templates[item.role].fill_escaped(text)
     except Exception as e:  # noqa: BLE001 - reported on the stream
         yield sse_error(e)
     yield SSE_DONE

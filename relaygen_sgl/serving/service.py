@@ -182,6 +182,9 @@ class RelayService:
                     async for d in deltas:
                         track.token()
                         yield 0, d
+                        break
+                    async for d in deltas:  # the rest: nothing to time per token
+                        yield 0, d
                 finally:
                     await deltas.aclose()  # aborts the call in flight when the stream ends early
                 result = track.done(m.result())
@@ -348,6 +351,17 @@ class ChunkTemplate:
 
     def fill(self, text: str) -> bytes:
         return self.head + orjson.dumps(text) + self.tail
+
+    def fill_escaped(self, escaped: bytes | bytearray) -> bytes:
+        """:meth:`fill` with a text already escaped (:func:`json_escaped`): a text that grows
+        need not be escaped again whole per chunk."""
+        return b"".join((self.head, b'"', escaped, b'"', self.tail))
+
+
+def json_escaped(text: str) -> bytes:
+    """``text`` as the inside of a JSON string.  Escaping goes character by character, so the
+    escapes of two texts joined are the escape of the two joined."""
+    return orjson.dumps(text)[1:-1]
 
 
 def sse_error(e: Exception) -> bytes:
