@@ -30,7 +30,7 @@ from relaygen_sgl.profile import CueProfile
 from relaygen_sgl.relay import AsyncRelayPair, RelayConfig, RelayError, RelayResult, prepare, run
 from relaygen_sgl.runtime.client import RuntimeClient
 from relaygen_sgl.runtime.pool import RuntimePool, start_pools
-from relaygen_sgl.testing.tiny_models import build_tiny_pair, tiny_profile
+from relaygen_sgl.testing.tiny_models import build_tiny_pair, default_tiny_dir, tiny_profile
 
 ARMS = ("1 replica", "2 replicas")
 
@@ -135,7 +135,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--large-model", help="HF folder of the large model (default: the tiny pair)")
     p.add_argument("--small-model", help="HF folder of the small model (default: the tiny pair)")
     p.add_argument("--profile", help="cue profile (default: the tiny pair's cue list)")
-    p.add_argument("--tiny-dir", default=str(Path.home() / ".cache" / "relaygen" / "tiny"))
+    p.add_argument(
+        "--tiny-dir",
+        default=str(default_tiny_dir()),
+        help="default: $RELAYGEN_TINY_DIR or ~/.cache/relaygen/tiny",
+    )
     p.add_argument("--rounds", type=int, default=3, help="rounds; each runs both arms (default: %(default)s)")
     p.add_argument("--requests", type=int, default=32, help="relays per arm and round (default: %(default)s)")
     p.add_argument("--concurrency", type=int, default=16, help="relays in flight (default: %(default)s)")

@@ -36,7 +36,7 @@ from typing import Any
 
 import httpx
 
-from relaygen_sgl.testing.tiny_models import build_tiny_pair, tiny_profile
+from relaygen_sgl.testing.tiny_models import build_tiny_pair, default_tiny_dir, tiny_profile
 
 QUESTION = [{"role": "user", "content": "What is 12 + 30?"}]
 PROMPT = "Question: What is 12 + 30?\nAnswer:"
@@ -385,7 +385,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="long streams only, over scripted runtimes (evals/scripted_runtime.py) instead of the tiny pair",
     )
-    p.add_argument("--tiny-dir", default=str(Path.home() / ".cache" / "relaygen" / "tiny"))
+    p.add_argument(
+        "--tiny-dir",
+        default=str(default_tiny_dir()),
+        help="default: $RELAYGEN_TINY_DIR or ~/.cache/relaygen/tiny",
+    )
     p.add_argument("--out", default="runs/bench_server")
     args = p.parse_args(argv)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from relaygen_sgl.pair_args import add_runtime_args, pair_from_args
 from relaygen_sgl.profile import CueProfile
 from relaygen_sgl.relay import RelayConfig, RelayPair, RelayResult, relay_generate
-from relaygen_sgl.testing.tiny_models import build_tiny_pair, tiny_profile
+from relaygen_sgl.testing.tiny_models import build_tiny_pair, default_tiny_dir, tiny_profile
 
 
 def reprefill_per_switch(r: RelayResult) -> list[int]:
@@ -36,7 +36,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--large-url")
     p.add_argument("--small-url")
     p.add_argument("--profile", help="cue profile (default: the tiny pair's cue list)")
-    p.add_argument("--tiny-dir", default=str(Path.home() / ".cache" / "relaygen" / "tiny"))
+    p.add_argument(
+        "--tiny-dir",
+        default=str(default_tiny_dir()),
+        help="default: $RELAYGEN_TINY_DIR or ~/.cache/relaygen/tiny",
+    )
     p.add_argument("--requests", type=int, default=8)
     p.add_argument("--max-tokens", type=int, default=300)
     p.add_argument("--json", help="also write the numbers to this file")

@@ -24,7 +24,7 @@ from relaygen_sgl.launch_options import Speculative, resolve_device
 from relaygen_sgl.profile import CueProfile
 from relaygen_sgl.relay import RelayConfig, RelayPair, relay_generate
 from relaygen_sgl.runtime.pool import RuntimePair
-from relaygen_sgl.testing.tiny_models import build_tiny_pair, tiny_profile
+from relaygen_sgl.testing.tiny_models import build_tiny_pair, default_tiny_dir, tiny_profile
 
 QUESTION = [{"role": "user", "content": "What is 12 + 30?"}]
 
@@ -40,7 +40,11 @@ def _relay(pair: RelayPair, profile: CueProfile, mode: str, seeds: range) -> lis
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--out", default="runs/gpu_smoke")
-    p.add_argument("--tiny-dir", default=str(Path.home() / ".cache" / "relaygen" / "tiny"))
+    p.add_argument(
+        "--tiny-dir",
+        default=str(default_tiny_dir()),
+        help="default: $RELAYGEN_TINY_DIR or ~/.cache/relaygen/tiny",
+    )
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -16,13 +16,13 @@ from forcing import Forcing
 from relaygen_sgl.profile import CueProfile
 from relaygen_sgl.runtime.pool import RuntimePair
 from relaygen_sgl.runtime.process import free_port
-from relaygen_sgl.testing.tiny_models import TINY_CUES, TinyPair, build_tiny_pair
+from relaygen_sgl.testing.tiny_models import TINY_CUES, TinyPair, build_tiny_pair, default_tiny_dir
 from relaygen_sgl.testing.tiny_models import tiny_profile as make_tiny_profile
 
 QUESTION = [{"role": "user", "content": "What is 12 + 30?"}]
 
 # Tiny models take ~1 min to build; keep them between runs unless told not to.
-TINY_DIR = Path(os.environ.get("RELAYGEN_TINY_DIR", Path.home() / ".cache" / "relaygen" / "tiny"))
+TINY_DIR = default_tiny_dir()
 
 
 @pytest.fixture(scope="session")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -152,6 +153,11 @@ def _deterministic_torch() -> Iterator[None]:
     finally:
         torch.use_deterministic_algorithms(strict)
         torch.set_num_threads(threads)
+
+
+def default_tiny_dir() -> Path:
+    """Where the tiny pair is built and reused: ``RELAYGEN_TINY_DIR``, else the user's cache."""
+    return Path(os.environ.get("RELAYGEN_TINY_DIR") or Path.home() / ".cache" / "relaygen" / "tiny")
 
 
 def build_tiny_pair(out_dir: str | Path, steps_large: int = 300, steps_small: int = 150) -> TinyPair:
