@@ -54,7 +54,7 @@ def _wait_idle(client: RuntimeClient, timeout: float = 8.0) -> float:
     return time.monotonic() - t0
 
 
-def test_streaming_is_per_token_and_tagged_with_the_model(client, forcing):
+def test_streaming_is_tagged_with_the_model_turn_by_turn(client, forcing):
     deltas = []
     # Every large turn ends at the forcing cue (the server's profile has it), so both models write.
     bias = {"logit_bias": forcing.cue_every_token()["logit_bias"]}
@@ -66,11 +66,34 @@ def test_streaming_is_per_token_and_tagged_with_the_model(client, forcing):
             deltas.append(d)
         last = chunk
     stats = last.model_extra["relaygen"]
-    turns = stats["calls"]
-    # Many chunks per turn, not one per segment.
-    assert len(deltas) >= 2 * turns and len(deltas) > 10
+    # Each chunk carries one model's text and says which.  How many tokens share a chunk depends
+    # on how far the reader lags (SGLang and the relay both join the events that wait), so the
+    # count is not asserted; test_streamed_chunks_come_while_the_runtime_is_still_generating
+    # shows the stream is not held back.
     models = {(d.model_extra or {}).get("relaygen_model") for d in deltas}
     assert models == {"large", "small"} and stats["switches"] >= 1
+
+
+def test_streamed_chunks_come_while_the_runtime_is_still_generating(client, runtimes):
+    body = dict(
+        model="relaygen-large-only",
+        messages=QUESTION,
+        max_tokens=1900,
+        temperature=0,
+        stream=True,
+        extra_body={"ignore_eos": True},
+    )
+    large = RuntimeClient(runtimes.large.url)
+    try:
+        with client.chat.completions.create(**body) as stream:
+            for chunk in stream:
+                if chunk.choices and chunk.choices[0].delta.content:
+                    break
+            # The first text is here and the runtime still has most of 1,900 tokens to write.
+            _wait_busy(large)
+        _wait_idle(large, timeout=60)  # leaving the stream aborted the rest
+    finally:
+        large.close()
 
 
 def test_stop_strings_cut_the_relayed_output(client):
