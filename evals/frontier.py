@@ -20,7 +20,7 @@ from typing import Any
 
 from evals.datasets import load_dataset
 from evals.summary import markdown, summarize
-from relaygen_sgl.jsonl import repair_jsonl
+from relaygen_sgl.jsonl import read_jsonl
 
 
 def _order(mode: str) -> tuple[int, int]:
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     if not results.is_file():
         p.error(f"{results}: no such file (run evals.run_eval with --out {args.run_dir} first)")
     ids = [q.id for q in load_dataset(args.dataset, args.limit)]
-    summary = frontier(repair_jsonl(results), ids)
+    summary = frontier(read_jsonl(results), ids)  # read only: a run may still be appending
     summary["config"] = {"dataset": args.dataset, "limit": args.limit, "run_dir": str(args.run_dir)}
     out = args.out or args.run_dir
     out.mkdir(parents=True, exist_ok=True)

@@ -38,10 +38,15 @@ def read_jsonl(path: str | Path, *, strict: bool = False) -> list[Any]:
 
 
 def repair_jsonl(path: str | Path) -> list[Any]:
-    """Rewrite ``path`` with its complete records so appends start on a clean line."""
+    """Rewrite ``path`` with its complete records so appends start on a clean line; a file with
+    nothing to repair is left as it is (the same file, untouched), so calling this on a file
+    another process still appends to loses none of its later records."""
     path = Path(path)
-    rows = read_jsonl(path)
-    if path.exists():
+    if not path.exists():
+        return []
+    text = path.read_text()
+    rows = [r for _, r in numbered_records(text, str(path), strict=False)]
+    if text and (not text.endswith("\n") or len(rows) != sum(1 for x in text.splitlines() if x.strip())):
         tmp = path.with_suffix(path.suffix + ".tmp")
         tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
         tmp.replace(path)
