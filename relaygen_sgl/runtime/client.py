@@ -72,8 +72,6 @@ CONNECT_TIMEOUT_S = 10.0
 # connections are dropped before the server's keep-alive timeout (uvicorn's 5 s), so a
 # request never races the server closing the connection it reuses.
 POOL_LIMITS = httpx.Limits(max_connections=1024, max_keepalive_connections=256, keepalive_expiry=2.0)
-# Streams go over aiohttp: its C parser reads an event for a fraction of what httpx's layers
-# (httpcore, anyio, line decoding) cost, and a relay reads one event per token.
 
 
 def _result(out: dict[str, Any], name: str, latency: float) -> GenerateResult:
@@ -153,13 +151,13 @@ class StreamState:
     def _fold(self, out: dict[str, Any]) -> None:
         if "error" in out:
             raise RuntimeRequestError(f"runtime {self.name!r} failed the request: {out['error']}")
-        ids, text, meta = out.get("output_ids") or [], out.get("text") or "", out.get("meta_info") or {}
-        if len(ids) >= int(meta.get("completion_tokens", len(ids))):  # cumulative: the whole output
+        ids, text = out.get("output_ids") or [], out.get("text") or ""
+        if _whole(out):
             self.ids, self.text = ids, text
         else:
             self.ids += ids
             self.text += text
-        self.meta = meta
+        self.meta = out.get("meta_info") or {}
 
     def result(self, latency: float) -> GenerateResult:
         if not self.meta:
@@ -242,7 +240,9 @@ class AsyncRuntimeClient:
 
     @property
     def streams(self) -> aiohttp.ClientSession:
-        """The running loop's pooled connections for streamed calls."""
+        """The running loop's pooled connections for streamed calls: aiohttp, whose C parser
+        reads an event for a fraction of what httpx's layers (httpcore, anyio, line decoding)
+        cost, and a relay reads one event per token."""
         loop = asyncio.get_running_loop()
         with self._lock:
             for old in [lp for lp in self._streams if lp.is_closed()]:
