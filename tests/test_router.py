@@ -186,52 +186,6 @@ def test_cli_serve_with_replicas_relays_through_routers_and_stops_everything(
         time.sleep(0.2)
 
 
-def test_cli_serve_runtimes_with_replicas_prints_every_pid_and_leaves_no_orphans(tiny_pair, tmp_path: Path):
-    """SIGKILL: no cleanup code runs in the CLI at all; the router and workers die with it."""
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "relaygen_sgl.cli",
-            "serve-runtimes",
-            "--large",
-            str(tiny_pair.large),
-            "--small",
-            str(tiny_pair.small),
-            "--large-replicas",
-            "2",
-            "--max-total-tokens",
-            "2048",
-            "--log-dir",
-            str(tmp_path),
-            "--startup-timeout",
-            str(STARTUP_S),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        info = json.loads(proc.stdout.readline())
-        large, small = info["large"], info["small"]
-        assert large["router"]["pid"] == large["pid"] and len(large["workers"]) == 2
-        assert small["router"] is None and small["pid"] == small["workers"][0]["pid"]
-        listed = {w["url"] for w in router_workers(large["url"]) or []}
-        assert listed == {w["url"] for w in large["workers"]}
-        for w in large["workers"] + small["workers"]:
-            assert requests.get(f"{w['url']}/health", timeout=30).status_code == 200
-        pids = [large["pid"], *(w["pid"] for w in large["workers"] + small["workers"])]
-        proc.send_signal(signal.SIGKILL)
-        assert proc.wait(timeout=60) == -signal.SIGKILL
-        deadline = time.monotonic() + 30
-        while left := [pid for pid in pids if process_group_alive(pid)]:
-            assert time.monotonic() < deadline, f"processes outlived `relaygen serve-runtimes`: {left}"
-            time.sleep(0.2)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-
-
 @pytest.fixture(scope="module")
 def pools(tiny_pair, tmp_path_factory: pytest.TempPathFactory):
     logs = tmp_path_factory.mktemp("pool-logs")

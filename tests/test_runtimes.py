@@ -1,7 +1,9 @@
-"""Real SGLang servers on tiny models: generation, prefix cache, stop_regex, logprobs."""
+"""Real SGLang servers on tiny models: generation, prefix cache, stop_regex, logprobs, start-up
+errors and the `serve-runtimes` CLI."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import signal
 import subprocess
@@ -15,6 +17,7 @@ import requests
 from relaygen_sgl.runtime.client import RuntimeClient
 from relaygen_sgl.runtime.process import process_group_alive
 from relaygen_sgl.runtime.server import RuntimeStartError, SGLangRuntime
+from relaygen_sgl.runtime.workers import router_workers
 
 PROMPT = "<|im_start|>user\nWhat is 12 + 30?<|im_end|>\n<|im_start|>assistant\n"
 
@@ -91,9 +94,12 @@ def test_server_dying_during_start_shows_log_tail(tmp_path: Path):
     assert rt.proc is None
 
 
-# SIGKILL (no cleanup code runs in the CLI at all) is test_router.py's, with replicas and a router.
-@pytest.mark.parametrize("sig", [signal.SIGTERM])
-def test_cli_serve_runtimes_leaves_no_orphans(tiny_pair, tmp_path: Path, sig: signal.Signals):
+@pytest.mark.skipif(
+    importlib.util.find_spec("sglang_router") is None, reason="sglang-router is not installed"
+)
+def test_cli_serve_runtimes_prints_every_pid_and_sigterm_leaves_no_orphans(tiny_pair, tmp_path: Path):
+    """Two large replicas behind a router and one small runtime; SIGTERM stops every group.  SIGKILL
+    (no cleanup code runs at all) is tests/test_process.py's, on stand-in processes."""
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -104,6 +110,8 @@ def test_cli_serve_runtimes_leaves_no_orphans(tiny_pair, tmp_path: Path, sig: si
             str(tiny_pair.large),
             "--small",
             str(tiny_pair.small),
+            "--large-replicas",
+            "2",
             "--max-total-tokens",
             "2048",
             "--log-dir",
@@ -113,15 +121,20 @@ def test_cli_serve_runtimes_leaves_no_orphans(tiny_pair, tmp_path: Path, sig: si
         text=True,
     )
     try:
-        line = proc.stdout.readline()
-        info = json.loads(line)
-        for role in ("large", "small"):
-            assert requests.get(info[role]["url"] + "/health", timeout=5).status_code == 200
-        proc.send_signal(sig)
+        info = json.loads(proc.stdout.readline())
+        large, small = info["large"], info["small"]
+        assert large["router"]["pid"] == large["pid"] and len(large["workers"]) == 2
+        assert small["router"] is None and small["pid"] == small["workers"][0]["pid"]
+        listed = {w["url"] for w in router_workers(large["url"]) or []}
+        assert listed == {w["url"] for w in large["workers"]}
+        for w in large["workers"] + small["workers"]:
+            assert requests.get(f"{w['url']}/health", timeout=30).status_code == 200
+        pids = [large["pid"], *(w["pid"] for w in large["workers"] + small["workers"])]
+        proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
-        deadline = time.monotonic() + 20
-        while any(process_group_alive(info[r]["pid"]) for r in ("large", "small")):
-            assert time.monotonic() < deadline, "runtime processes outlived the CLI"
+        deadline = time.monotonic() + 30
+        while left := [pid for pid in pids if process_group_alive(pid)]:
+            assert time.monotonic() < deadline, f"processes outlived `relaygen serve-runtimes`: {left}"
             time.sleep(0.2)
     finally:
         if proc.poll() is None:
