@@ -296,6 +296,13 @@ def test_pool_is_routable_as_soon_as_it_is_started(pools):
     # What a relay server given only the URL sees: the router lists the workers, a runtime has none.
     assert sorted(w["url"] for w in router_workers(large.url) or []) == sorted(large.worker_urls)
     assert router_workers(small.url) is None
+    # What `relaygen serve-runtimes` prints for them (tests/test_runtimes.py runs the CLI): every
+    # PID, the router's as the pool's own.
+    shown_large, shown_small = large.describe(), small.describe()
+    assert shown_large["router"]["pid"] == shown_large["pid"] == large.router_proc.pid
+    assert {w["url"] for w in shown_large["workers"]} == set(large.worker_urls)
+    assert len({w["pid"] for w in shown_large["workers"]} - {None, shown_large["pid"]}) == 2
+    assert shown_small["router"] is None and shown_small["pid"] == shown_small["workers"][0]["pid"]
 
 
 def test_router_drops_stop_regex_but_keeps_ids_rid_and_no_stop_trim(pools):

@@ -3,7 +3,6 @@ errors and the `serve-runtimes` CLI."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import signal
 import subprocess
@@ -17,7 +16,6 @@ import requests
 from relaygen_sgl.runtime.client import RuntimeClient
 from relaygen_sgl.runtime.process import process_group_alive
 from relaygen_sgl.runtime.server import RuntimeStartError, SGLangRuntime
-from relaygen_sgl.runtime.workers import router_workers
 
 PROMPT = "<|im_start|>user\nWhat is 12 + 30?<|im_end|>\n<|im_start|>assistant\n"
 
@@ -94,12 +92,10 @@ def test_server_dying_during_start_shows_log_tail(tmp_path: Path):
     assert rt.proc is None
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("sglang_router") is None, reason="sglang-router is not installed"
-)
 def test_cli_serve_runtimes_prints_every_pid_and_sigterm_leaves_no_orphans(tiny_pair, tmp_path: Path):
-    """Two large replicas behind a router and one small runtime; SIGTERM stops every group.  SIGKILL
-    (no cleanup code runs at all) is tests/test_process.py's, on stand-in processes."""
+    """One JSON line with each runtime's URL and PIDs; SIGTERM stops every group.  With replicas the
+    line also names each worker and the router (tests/test_router.py checks that on its pools);
+    SIGKILL, which runs no cleanup code at all, is tests/test_process.py's."""
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -110,8 +106,6 @@ def test_cli_serve_runtimes_prints_every_pid_and_sigterm_leaves_no_orphans(tiny_
             str(tiny_pair.large),
             "--small",
             str(tiny_pair.small),
-            "--large-replicas",
-            "2",
             "--max-total-tokens",
             "2048",
             "--log-dir",
@@ -122,19 +116,17 @@ def test_cli_serve_runtimes_prints_every_pid_and_sigterm_leaves_no_orphans(tiny_
     )
     try:
         info = json.loads(proc.stdout.readline())
-        large, small = info["large"], info["small"]
-        assert large["router"]["pid"] == large["pid"] and len(large["workers"]) == 2
-        assert small["router"] is None and small["pid"] == small["workers"][0]["pid"]
-        listed = {w["url"] for w in router_workers(large["url"]) or []}
-        assert listed == {w["url"] for w in large["workers"]}
-        for w in large["workers"] + small["workers"]:
-            assert requests.get(f"{w['url']}/health", timeout=30).status_code == 200
-        pids = [large["pid"], *(w["pid"] for w in large["workers"] + small["workers"])]
+        for role in ("large", "small"):
+            shown = info[role]
+            assert shown["router"] is None and [w["pid"] for w in shown["workers"]] == [shown["pid"]]
+            assert requests.get(shown["url"] + "/health", timeout=30).status_code == 200
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
         deadline = time.monotonic() + 30
-        while left := [pid for pid in pids if process_group_alive(pid)]:
-            assert time.monotonic() < deadline, f"processes outlived `relaygen serve-runtimes`: {left}"
+        while left := [info[r]["pid"] for r in ("large", "small") if process_group_alive(info[r]["pid"])]:
+            assert time.monotonic() < deadline, (
+                f"runtime processes outlived `relaygen serve-runtimes`: {left}"
+            )
             time.sleep(0.2)
     finally:
         if proc.poll() is None:
