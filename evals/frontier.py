@@ -52,7 +52,9 @@ def plot_frontier(summary: dict[str, Any], path: Path) -> None:
 
     rows = {r["mode"]: r for r in summary["modes"]}
     fig, ax = plt.subplots(figsize=(6, 4.5))
-    for family, style in (("relay", "o-"), ("random_switch", "s--")):
+    # Labels are short (K or "kept", then the large-model share) and each family's sit on its own
+    # side of the point: the operating points crowd together.
+    for family, style, offset in (("relay", "o-", (4, 5)), ("random_switch", "s--", (4, -11))):
         pts = sorted(
             (r["speedup_vs_large_only"] or 0.0, r["accuracy"], m)
             for m, r in rows.items()
@@ -61,16 +63,16 @@ def plot_frontier(summary: dict[str, Any], path: Path) -> None:
         if pts:
             ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=family.replace("_", " "))
             for x, y, m in pts:
+                k = m.partition("@")[2] or "kept"
                 util = rows[m]["large_utilization"]
-                ax.annotate(
-                    f"{m} (u={util:.2f})", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7
-                )
+                ax.annotate(f"{k} {util:.2f}", (x, y), textcoords="offset points", xytext=offset, fontsize=7)
     for m, marker in (("large_only", "^"), ("small_only", "v")):
         if m in rows:
             r = rows[m]
             x, y = r["speedup_vs_large_only"], r["accuracy"]
             ax.plot([x], [y], marker, markersize=9, label=m.replace("_", " "))
     ax.set_xlabel("speedup vs large-only (mean latency, same run)")
+    ax.set_title("labels: top-K cues (kept = the profile's set), large-model share", fontsize=8)
     ax.set_ylabel(f"pass@1 on {summary['problems']} problems")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
