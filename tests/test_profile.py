@@ -74,6 +74,23 @@ def test_bundled_profiles_load():
     assert CueProfile.load("paper-qwen3-32b__qwen3-1.7b").provenance["source"] == "paper"
 
 
+def test_the_line_end_variant_differs_from_the_default_profile_only_where_a_segment_ends():
+    base = CueProfile.load("qwen2.5-coder-1.5b__qwen2.5-coder-0.5b")
+    line = CueProfile.load("qwen2.5-coder-1.5b__qwen2.5-coder-0.5b-line-end")
+    assert (line.cues, line.ranking, line.min_large_tokens, line.max_small_tokens) == (
+        base.cues,
+        base.ranking,
+        base.min_large_tokens,
+        base.max_small_tokens,
+    )
+    # What the instruct pair writes after a cue: words, then a display equation on its own line.
+    text = "the total is:\n\\[ 3.5 + 2 = 5.5 \\]\n"
+    assert re.search(line.sentence_end_regex, text).start() == text.index("\n")
+    assert re.search(base.sentence_end_regex, text) is None  # runs on through the equation
+    for s in ("It costs 3.5 dollars. Then", "e.g. this. Then"):  # decimals and abbreviations as before
+        assert re.search(line.sentence_end_regex, s).start() == re.search(base.sentence_end_regex, s).start()
+
+
 # The reference's lists (jiwonsong-dev/RelayGen utils/utils.py: QWEN3_SWITCH_CUES, R1_SWITCH_CUES), in
 # its order; its "So " (a stop string with a trailing space) is our word-boundary cue "So".
 PAPER_QWEN3 = [
