@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from relaygen_sgl.runtime.process import process_group_alive, spawn_group, stop_group
@@ -41,13 +42,11 @@ def _owner(tmp_path: Path, then: str) -> subprocess.Popen[str]:
     )
 
 
-def _gone(pgid: int, within: float = 30.0) -> bool:
+def _wait_until(check: Callable[[], bool], what: str, within: float = 30.0) -> None:
     deadline = time.monotonic() + within
-    while process_group_alive(pgid):
-        if time.monotonic() > deadline:
-            return False
+    while not check():
+        assert time.monotonic() < deadline, what
         time.sleep(0.05)
-    return True
 
 
 def _group_size(pgid: int) -> int:
@@ -55,11 +54,12 @@ def _group_size(pgid: int) -> int:
     return len(out.split())
 
 
-def _wait_group_size(pgid: int, n: int, within: float = 30.0) -> None:
-    deadline = time.monotonic() + within
-    while _group_size(pgid) < n:
-        assert time.monotonic() < deadline, f"group {pgid} never reached {n} processes"
-        time.sleep(0.05)
+def _wait_group_size(pgid: int, n: int) -> None:
+    _wait_until(lambda: _group_size(pgid) >= n, f"group {pgid} never reached {n} processes")
+
+
+def _wait_gone(pgid: int, what: str) -> None:
+    _wait_until(lambda: not process_group_alive(pgid), f"group {pgid} outlived {what}")
 
 
 def test_an_owner_killed_by_sigkill_takes_its_groups_along(tmp_path: Path):
@@ -70,7 +70,7 @@ def test_an_owner_killed_by_sigkill_takes_its_groups_along(tmp_path: Path):
         _wait_group_size(pgid, 2)  # the leader and its child
         owner.send_signal(signal.SIGKILL)
         assert owner.wait(timeout=30) == -signal.SIGKILL
-        assert _gone(pgid), f"group {pgid} outlived its SIGKILLed owner"
+        _wait_gone(pgid, "its SIGKILLed owner")
     finally:
         _reap(owner)
 
@@ -83,7 +83,7 @@ def test_an_owner_that_exits_stops_what_it_left_running(tmp_path: Path):
         _wait_group_size(pgid, 2)
         owner.stdin.close()  # the owner's readline() returns and the interpreter exits
         assert owner.wait(timeout=30) == 0
-        assert _gone(pgid), f"group {pgid} outlived its owner's exit"
+        _wait_gone(pgid, "its owner's exit")
     finally:
         _reap(owner)
 
@@ -100,7 +100,7 @@ def test_stop_group_kills_a_leader_that_ignores_sigterm(tmp_path: Path):
         _wait_group_size(proc.pid, 2)  # SIGTERM is ignored from here on
         stop_group(proc, grace=1.0)
         assert proc.returncode == -signal.SIGKILL
-        assert _gone(proc.pid), "the group outlived SIGKILL"
+        _wait_gone(proc.pid, "SIGKILL")
     finally:
         if process_group_alive(proc.pid):
             os.killpg(proc.pid, signal.SIGKILL)

@@ -28,14 +28,14 @@ class Spare:
 
     def __init__(self, tiny: TinyPair, log_dir: Path) -> None:
         self.log_dir = log_dir
-        self.model = tiny.small
-        self.runtime = SGLangRuntime(self.model, name="victim", log_dir=log_dir / "0", max_total_tokens=4096)
-        self.runtime.start()
-        self.port = self.runtime.port
-        self.starts = 1
+        self.runtime: SGLangRuntime | None = None
+        self.port: int | None = None  # a free one at the first start, then kept
+        self.starts = 0
+        self.succeed(tiny.small)
 
     def succeed(self, model: Path) -> SGLangRuntime:
-        self.runtime.stop()
+        if self.runtime is not None:
+            self.runtime.stop()
         self.model = model
         self.runtime = SGLangRuntime(
             model,
@@ -44,6 +44,7 @@ class Spare:
             log_dir=self.log_dir / str(self.starts),
             max_total_tokens=4096,
         ).start()
+        self.port = self.runtime.port
         self.starts += 1
         return self.runtime
 
