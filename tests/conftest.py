@@ -20,6 +20,10 @@ from relaygen_sgl.testing.tiny_models import TINY_CUES, TinyPair, build_tiny_pai
 from relaygen_sgl.testing.tiny_models import tiny_profile as make_tiny_profile
 
 QUESTION = [{"role": "user", "content": "What is 12 + 30?"}]
+# Tokens of a generation that a test cuts short (a hang-up, an abort, a killed runtime): long by
+# construction, so the cut comes while the runtime still works on it however fast the machine
+# (the tiny models' context is 5,120 tokens; the test runtimes hold 8,192 at once).
+LONG = 4000
 
 # Tiny models take ~1 min to build; keep them between runs unless told not to.
 TINY_DIR = default_tiny_dir()

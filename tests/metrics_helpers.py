@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import httpx
 import requests
-from conftest import QUESTION
+from conftest import LONG, QUESTION
 from prometheus_client.parser import text_string_to_metric_families
 
 
@@ -51,7 +51,7 @@ def hang_up_mid_stream(url: str) -> None:
     body = {
         "model": "relaygen-large-only",
         "messages": QUESTION,
-        "max_tokens": 1900,
+        "max_tokens": LONG,
         "ignore_eos": True,
         "stream": True,
     }

@@ -15,7 +15,7 @@ import httpx
 import openai
 import pytest
 import requests
-from conftest import QUESTION, start_relay_server, stop_process
+from conftest import LONG, QUESTION, start_relay_server, stop_process
 from metrics_helpers import scrape
 
 from relaygen_sgl.runtime.pool import RuntimePool
@@ -84,7 +84,7 @@ def test_two_relay_servers_behind_one_router(runtimes, forcing, tmp_path: Path):
         box: dict = {}
 
         def long_stream() -> None:
-            body = {"model": "relaygen-large-only", "prompt": PROMPT, "max_tokens": 1900, "ignore_eos": True}
+            body = {"model": "relaygen-large-only", "prompt": PROMPT, "max_tokens": LONG, "ignore_eos": True}
             try:
                 with httpx.stream(
                     "POST", f"{router.url}/v1/completions", json={**body, "stream": True}, timeout=600
@@ -112,7 +112,7 @@ def test_two_relay_servers_behind_one_router(runtimes, forcing, tmp_path: Path):
         proc.wait(timeout=30)
         th.join(timeout=120)
         assert box.get("done") and not th.is_alive(), "the in-flight request hung when its relay server died"
-        assert "error" in box or box["chunks"] < 1900, box  # cut short, never completed
+        assert "error" in box or box["chunks"] < LONG, box  # cut short, never completed
         # The router's health checks take the dead relay server out of rotation.
         _wait(
             lambda: (

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import relay_server_starting, start_relay_server, stop_process
+from conftest import LONG, relay_server_starting, start_relay_server, stop_process
 
 from relaygen_sgl.relay import (
     AsyncRelayPair,
@@ -413,7 +413,7 @@ def test_cancelled_relay_aborts_its_call_on_its_own_replica(pools):
     got: list = []
 
     async def go() -> float:
-        cfg = RelayConfig(mode="large_only", max_tokens=1800, sampling={"ignore_eos": True})
+        cfg = RelayConfig(mode="large_only", max_tokens=LONG, sampling={"ignore_eos": True})
         m = await prepare(pair, cfg, messages=QUESTION, request_id=key)
         home = RuntimeClient(pair.client_for("large", key).url)
         task = asyncio.create_task(run(m, pair, on_delta=got.append))
@@ -435,7 +435,7 @@ def test_cancelled_relay_aborts_its_call_on_its_own_replica(pools):
         return time.monotonic() - t0
 
     took = asyncio.run(go())
-    assert sum(len(d.text) for d in got) < 1800 * 8  # it was cut short
+    assert sum(len(d.text) for d in got) < LONG * 8  # it was cut short
     print(f"\ncancelled relay: its replica stopped the call {took:.2f}s after the cancel")
 
 
@@ -521,7 +521,7 @@ def test_turns_through_the_router_land_where_their_prefix_is(pools, tmp_path: Pa
     assert min(keyed) >= 0.9, keyed
 
 
-def _long_request(url: str, rid: str, into: dict, max_new: int = 1800) -> threading.Thread:
+def _long_request(url: str, rid: str, into: dict, max_new: int = LONG) -> threading.Thread:
     def run() -> None:
         t0 = time.monotonic()
         try:
@@ -569,7 +569,7 @@ def test_abort_through_the_pool_reaches_the_worker_running_it(pools):
     th.join(timeout=30)
     assert not th.is_alive() and time.monotonic() - t0 < 30
     assert box["status"] == 200 and box["json"]["meta_info"]["finish_reason"]["type"] == "abort", box
-    assert box["json"]["meta_info"]["completion_tokens"] < 1800
+    assert box["json"]["meta_info"]["completion_tokens"] < LONG
 
 
 def _kill(pool: RuntimePool, url: str) -> int:
@@ -646,7 +646,7 @@ def test_killed_replica_fails_its_in_flight_request_clearly_and_the_others_go_on
     got: list = []
 
     def in_flight() -> None:
-        cfg = RelayConfig(mode="large_only", max_tokens=1800, sampling={"ignore_eos": True})
+        cfg = RelayConfig(mode="large_only", max_tokens=LONG, sampling={"ignore_eos": True})
         try:
             done["result"] = pair.run(pair.prepare(cfg, messages=QUESTION, request_id=key), got.append)
         except RelayError as e:

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 import requests
-from conftest import QUESTION, start_relay_server, stop_process
+from conftest import LONG, QUESTION, start_relay_server, stop_process
 
 from relaygen_sgl.relay import RelayConfig, RelayError, RelayPair, relay_generate
 from relaygen_sgl.runtime.process import process_group_alive
@@ -74,7 +74,7 @@ def test_a_runtime_dying_mid_request_is_a_clear_error_and_its_successor_is_not_s
     streamed = []
 
     def stop_at_first_delta(delta) -> None:
-        # The request streams, and 1800 tokens are far from done: stop the runtime under it.
+        # The request streams, and a LONG generation is far from done: stop the runtime under it.
         if not streamed:
             victim.stop()
         streamed.append(delta)
@@ -84,7 +84,7 @@ def test_a_runtime_dying_mid_request_is_a_clear_error_and_its_successor_is_not_s
             messages=QUESTION,
             large=pair,
             on_delta=stop_at_first_delta,
-            config=RelayConfig(mode="small_only", sampling={"ignore_eos": True}, max_tokens=1800),
+            config=RelayConfig(mode="small_only", sampling={"ignore_eos": True}, max_tokens=LONG),
         )
     assert streamed and "not answering" in str(err.value)
     assert not process_group_alive(pid), "stop() must take the whole process group down"
@@ -107,7 +107,7 @@ def test_a_runtime_killed_mid_stream_is_an_sse_error_then_503_then_recovery(
         body = {
             "model": "relaygen-small-only",
             "messages": QUESTION,
-            "max_tokens": 1900,
+            "max_tokens": LONG,
             "ignore_eos": True,
             "stream": True,
         }
