@@ -120,11 +120,19 @@ def gguf_to_hf(gguf: Path, out_dir: Path, dtype: str = SERVE_DTYPE) -> Path:
         return out_dir
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(
-        gguf.parent, gguf_file=gguf.name, dtype=getattr(torch, dtype)
-    )
+    # transformers advises float32 for running a GGUF model packed; this one is de-quantised and
+    # saved in the serving dtype, so its advice would only mislead whoever installs the pair.
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            gguf.parent, gguf_file=gguf.name, dtype=getattr(torch, dtype)
+        )
+    finally:
+        hf_logging.set_verbosity(verbosity)
     # The weights are already de-quantised; drop the GGUF marker so they save as plain tensors.
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
