@@ -16,7 +16,7 @@ import openai
 import pytest
 import requests
 from conftest import LONG, QUESTION
-from metrics_helpers import scrape, wait_for_scrape
+from metrics_helpers import hang_up_mid_stream, scrape, wait_for_scrape
 
 from relaygen_sgl.runtime.client import RuntimeClient
 
@@ -206,15 +206,7 @@ def test_a_disconnect_aborts_the_runtime_calls(url, runtimes):
         _wait_idle(large)
 
     before = scrape(url)
-    # Streaming: read a few chunks, then hang up.
-    with (
-        httpx.Client(timeout=30) as c,
-        c.stream("POST", f"{url}/v1/chat/completions", json={**body, "stream": True}) as resp,
-    ):
-        lines = resp.iter_lines()
-        for _ in range(5):
-            next(lines)
-        _wait_busy(large)
+    hang_up_mid_stream(url)  # streaming: read a few chunks, then hang up
     aborted(1)
     # Not streaming: the client leaves before any byte of the answer.
     _post_then_hang_up(url, "/v1/chat/completions", body, large)
